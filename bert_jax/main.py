@@ -1,0 +1,72 @@
+r"""Entry point: `python -m bert_jax.main --config=configs/pretrain.py:tiny --workdir=DIR`.
+
+The config file picks the job (`config.job`); any field can be overridden with
+`--config.<field>=value`, and an unknown field stops the run naming it (the config is
+locked). The resolved config is written to `DIR/config.json`.
+"""
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file(
+    "config", None, "Config file, e.g. configs/pretrain.py:tiny", lock_config=True)
+flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and the tokenizer.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+JOBS = ("pretrain",)
+
+
+def _unknown_override(argv) -> str | None:
+  """The first `--config.a.b=v` whose path does not exist in the config file's output."""
+  import difflib
+  import importlib.util
+  spec = next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), None)
+  if spec is None:
+    return None
+  path, _, arg = spec.partition(":")
+  module_spec = importlib.util.spec_from_file_location("_bert_jax_config", path)
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  config = module.get_config(arg) if arg else module.get_config()
+  for a in argv:
+    if not a.startswith("--config."):
+      continue
+    field = a[len("--config."):].split("=", 1)[0]
+    node = config
+    for part in field.split("."):
+      if not hasattr(node, "keys") or part not in node:
+        close = difflib.get_close_matches(part, list(node.keys()) if hasattr(node, "keys") else [])
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        return f"config field {field!r} does not exist: no {part!r} in it{hint}"
+      node = node[part]
+  return None
+
+
+def parse_flags(argv):
+  """absl parsing, with unknown config fields reported by their full name."""
+  try:
+    return FLAGS(argv)
+  except Exception as e:  # config_flags raises AttributeError/KeyError/flag errors
+    message = _unknown_override(argv)
+    raise SystemExit(f"error: {message or e}") from None
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  import jax
+  jax.config.update("jax_threefry_partitionable", True)
+  # Libraries (orbax above all) log every file operation at INFO; keep warnings only.
+  # Our own progress lines go through bert_jax.train.logging.info on process 0.
+  logging.set_verbosity(logging.WARNING)
+  config = FLAGS.config
+  if config.job not in JOBS:
+    raise ValueError(f"config field job={config.job!r} is not one of {JOBS}")
+  if config.job == "pretrain":
+    from bert_jax.train import pretrain
+    pretrain.train_and_evaluate(config, FLAGS.workdir)
+
+
+if __name__ == "__main__":
+  app.run(main, flags_parser=parse_flags)

@@ -1,0 +1,5 @@
+"""Flax modules only: they know nothing of data or training."""
+from bert_jax.models.bert import BertModel
+from bert_jax.models.heads import BertForPreTraining
+
+__all__ = ["BertModel", "BertForPreTraining"]

@@ -1,0 +1,235 @@
+"""The BERT encoder in Flax Linen: embeddings, post-LN transformer layers, pooler.
+
+The modules are driven by the `model` sub-config (see `configs/common.py`); an
+architecture ablation is one config field and one local branch here, never a copied
+module. Every parameter carries logical axis names (`nn.with_logical_partitioning`) and
+the main activations carry logical constraints, so the same code shards over any mesh
+once `bert_jax/parallel.py` maps the names to mesh axes. Without a mesh the
+annotations are inert.
+
+Logical axis names:
+  batch, length            activations
+  vocab, embed, mlp        embedding table, hidden size, feed-forward size
+  heads, kv                attention heads, size per head
+  type_vocab, position     token-type and position embedding rows
+  norm                     LayerNorm scale and bias
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+Dtype = Any
+
+
+def activation(name: str) -> Callable[[jax.Array], jax.Array]:
+  """The feed-forward activation named by `model.hidden_act` (HF naming)."""
+  table = {
+      "gelu": lambda x: jax.nn.gelu(x, approximate=False),
+      "gelu_new": lambda x: jax.nn.gelu(x, approximate=True),
+      "gelu_tanh": lambda x: jax.nn.gelu(x, approximate=True),
+      "gelu_pytorch_tanh": lambda x: jax.nn.gelu(x, approximate=True),
+      "relu": jax.nn.relu,
+  }
+  if name not in table:
+    raise ValueError(
+        f"config field model.hidden_act={name!r} is not one of {sorted(table)}")
+  return table[name]
+
+
+def dtype_of(name: str) -> Dtype:
+  names = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+  if name not in names:
+    raise ValueError(f"dtype {name!r} is not one of {sorted(names)}")
+  return names[name]
+
+
+def _normal(cfg, axes: tuple[str, ...]):
+  return nn.with_logical_partitioning(
+      nn.initializers.truncated_normal(cfg.initializer_range), axes)
+
+
+def _zeros(axes: tuple[str, ...]):
+  return nn.with_logical_partitioning(nn.initializers.zeros_init(), axes)
+
+
+def _ones(axes: tuple[str, ...]):
+  return nn.with_logical_partitioning(nn.initializers.ones_init(), axes)
+
+
+def layer_norm(cfg, name: str) -> nn.LayerNorm:
+  # Statistics are computed in float32 by flax whatever the compute dtype.
+  return nn.LayerNorm(
+      epsilon=cfg.layer_norm_eps, dtype=dtype_of(cfg.dtype),
+      param_dtype=dtype_of(cfg.param_dtype), scale_init=_ones(("norm",)),
+      bias_init=_zeros(("norm",)), name=name)
+
+
+class Dense(nn.Module):
+  """y = x . kernel + bias over the last `len(kernel_axes) - len(features)` axes of x.
+
+  Unlike `nn.DenseGeneral`, the kernel is created in its final shape (for example
+  [embed, heads, kv]), so its logical partitioning names every dimension.
+  """
+  cfg: Any
+  features: tuple[int, ...]
+  kernel_axes: tuple[str, ...]
+
+  @nn.compact
+  def __call__(self, x):
+    n_out = len(self.features)
+    n_in = len(self.kernel_axes) - n_out
+    pdt = dtype_of(self.cfg.param_dtype)
+    kernel = self.param("kernel", _normal(self.cfg, self.kernel_axes),
+                        tuple(x.shape[-n_in:]) + self.features, pdt)
+    bias = self.param("bias", _zeros(self.kernel_axes[n_in:]), self.features, pdt)
+    x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias,
+                                              dtype=dtype_of(self.cfg.dtype))
+    contract = (tuple(range(x.ndim - n_in, x.ndim)), tuple(range(n_in)))
+    return jax.lax.dot_general(x, kernel, (contract, ((), ()))) + bias
+
+
+def dense(cfg, features, axes: tuple[str, ...], name: str) -> Dense:
+  """A `Dense` to `features` (int or tuple) whose kernel axes are `axes` (in then out)."""
+  features = (features,) if isinstance(features, int) else tuple(features)
+  return Dense(cfg, features, tuple(axes), name=name)
+
+
+class Embeddings(nn.Module):
+  """Word + position + token-type embeddings, LayerNorm, dropout."""
+  cfg: Any
+
+  def setup(self):
+    cfg = self.cfg
+    pdt = dtype_of(cfg.param_dtype)
+    self.word_embeddings = nn.Embed(
+        cfg.vocab_size, cfg.hidden_size, param_dtype=pdt,
+        dtype=dtype_of(cfg.dtype), embedding_init=_normal(cfg, ("vocab", "embed")))
+    self.position_embeddings = nn.Embed(
+        cfg.max_position_embeddings, cfg.hidden_size, param_dtype=pdt,
+        dtype=dtype_of(cfg.dtype), embedding_init=_normal(cfg, ("position", "embed")))
+    self.token_type_embeddings = nn.Embed(
+        cfg.type_vocab_size, cfg.hidden_size, param_dtype=pdt,
+        dtype=dtype_of(cfg.dtype), embedding_init=_normal(cfg, ("type_vocab", "embed")))
+    self.layer_norm = layer_norm(cfg, "layer_norm")
+    self.dropout = nn.Dropout(cfg.hidden_dropout_prob)
+
+  def __call__(self, input_ids, token_type_ids, deterministic: bool):
+    length = input_ids.shape[-1]
+    if length > self.cfg.max_position_embeddings:
+      raise ValueError(
+          f"sequence length {length} exceeds model.max_position_embeddings="
+          f"{self.cfg.max_position_embeddings}")
+    x = (self.word_embeddings(input_ids)
+         + self.position_embeddings(jnp.arange(length)[None, :])
+         + self.token_type_embeddings(token_type_ids))
+    x = self.layer_norm(x)
+    x = nn.with_logical_constraint(x, ("batch", "length", "embed"))
+    return self.dropout(x, deterministic=deterministic)
+
+  def attend(self, x):
+    """Scores against the word-embedding table (the tied MLM decoder)."""
+    return self.word_embeddings.attend(x)
+
+
+def attention_bias(attention_mask: jax.Array, dtype: Dtype) -> jax.Array:
+  """[batch, length] 1/0 mask -> additive [batch, 1, 1, length] bias (as HF BERT)."""
+  big_negative = jnp.finfo(dtype).min
+  mask = attention_mask[:, None, None, :].astype(dtype)
+  return (1.0 - mask) * big_negative
+
+
+class SelfAttention(nn.Module):
+  """Multi-head self-attention; q/k/v kernels are [embed, heads, kv]."""
+  cfg: Any
+
+  @nn.compact
+  def __call__(self, x, bias, deterministic: bool):
+    cfg = self.cfg
+    if cfg.hidden_size % cfg.num_heads:
+      raise ValueError(
+          f"model.hidden_size={cfg.hidden_size} is not divisible by "
+          f"model.num_heads={cfg.num_heads}")
+    head_dim = cfg.hidden_size // cfg.num_heads
+    shape = (cfg.num_heads, head_dim)
+    axes = ("embed", "heads", "kv")
+    q = dense(cfg, shape, axes, "query")(x)  # [batch, length, heads, kv]
+    k = dense(cfg, shape, axes, "key")(x)
+    v = dense(cfg, shape, axes, "value")(x)
+    q = nn.with_logical_constraint(q, ("batch", "length", "heads", "kv"))
+    k = nn.with_logical_constraint(k, ("batch", "length", "heads", "kv"))
+    v = nn.with_logical_constraint(v, ("batch", "length", "heads", "kv"))
+    if cfg.attention_impl == "einsum":
+      scores = jnp.einsum("bqhd,bkhd->bhqk", q, k) / jnp.sqrt(head_dim).astype(q.dtype)
+      scores = scores.astype(jnp.float32) + bias  # softmax in float32
+      probs = jax.nn.softmax(scores, axis=-1).astype(q.dtype)
+      probs = nn.Dropout(cfg.attention_dropout_prob)(probs, deterministic=deterministic)
+      context = jnp.einsum("bhqk,bkhd->bqhd", probs, v)
+    elif cfg.attention_impl in ("xla", "cudnn"):
+      if not deterministic and cfg.attention_dropout_prob > 0:
+        raise ValueError(
+            f"model.attention_impl={cfg.attention_impl!r} has no attention dropout; "
+            "set model.attention_dropout_prob=0.0 or use attention_impl='einsum'")
+      context = jax.nn.dot_product_attention(
+          q, k, v, bias=bias.astype(q.dtype), implementation=cfg.attention_impl)
+    else:
+      raise ValueError(
+          f"model.attention_impl={cfg.attention_impl!r} is not one of "
+          "'einsum', 'xla', 'cudnn'")
+    context = nn.with_logical_constraint(context, ("batch", "length", "heads", "kv"))
+    return dense(cfg, cfg.hidden_size, ("heads", "kv", "embed"), "output")(context)
+
+
+class TransformerLayer(nn.Module):
+  """One post-LN BERT layer: attention -> add & norm -> FFN -> add & norm."""
+  cfg: Any
+
+  @nn.compact
+  def __call__(self, x, bias, deterministic: bool):
+    cfg = self.cfg
+    drop = nn.Dropout(cfg.hidden_dropout_prob)
+    h = SelfAttention(cfg, name="attention")(x, bias, deterministic)
+    x = layer_norm(cfg, "attention_layer_norm")(x + drop(h, deterministic=deterministic))
+    h = dense(cfg, cfg.intermediate_size, ("embed", "mlp"), "intermediate")(x)
+    h = nn.with_logical_constraint(h, ("batch", "length", "mlp"))
+    h = activation(cfg.hidden_act)(h)
+    h = dense(cfg, cfg.hidden_size, ("mlp", "embed"), "output")(h)
+    x = layer_norm(cfg, "output_layer_norm")(x + drop(h, deterministic=deterministic))
+    return nn.with_logical_constraint(x, ("batch", "length", "embed"))
+
+
+class Encoder(nn.Module):
+  """`num_layers` transformer layers, named layer_0 ... layer_{N-1}."""
+  cfg: Any
+
+  @nn.compact
+  def __call__(self, x, bias, deterministic: bool):
+    for i in range(self.cfg.num_layers):
+      x = TransformerLayer(self.cfg, name=f"layer_{i}")(x, bias, deterministic)
+    return x
+
+
+class BertModel(nn.Module):
+  """Embeddings -> encoder -> pooler. Returns sequence and pooled outputs."""
+  cfg: Any
+
+  def setup(self):
+    self.embeddings = Embeddings(self.cfg)
+    self.encoder = Encoder(self.cfg)
+    self.pooler = dense(self.cfg, self.cfg.hidden_size, ("embed", "mlp"), "pooler")
+
+  def __call__(self, input_ids, token_type_ids=None, attention_mask=None,
+               deterministic: bool = True):
+    if token_type_ids is None:
+      token_type_ids = jnp.zeros_like(input_ids)
+    if attention_mask is None:
+      attention_mask = jnp.ones_like(input_ids)
+    x = self.embeddings(input_ids, token_type_ids, deterministic)
+    bias = attention_bias(attention_mask, jnp.float32)
+    sequence_output = self.encoder(x, bias, deterministic)
+    pooled_output = jnp.tanh(self.pooler(sequence_output[:, 0]))
+    return {"sequence_output": sequence_output, "pooled_output": pooled_output}

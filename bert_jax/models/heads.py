@@ -1,0 +1,67 @@
+"""Pretraining heads on top of `BertModel`: masked LM (tied decoder) and NSP.
+
+`BertForPreTraining(cfg)` is the public entry point (API kept stable):
+
+    out = model.apply({'params': p}, input_ids, token_type_ids, attention_mask,
+                      deterministic=True)
+    out['mlm_logits']       [batch, length, vocab]  (or [batch, predictions, vocab]
+                                                     when masked_lm_positions is given)
+    out['nsp_logits']       [batch, 2]
+    out['sequence_output']  [batch, length, hidden]
+    out['pooled_output']    [batch, hidden]
+
+Scoring only the masked positions (gathered by `masked_lm_positions`, as the original
+BERT `get_masked_lm_output` does) saves the [length, vocab] projection for the ~85% of
+positions that carry no label.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from bert_jax.models.bert import BertModel, _zeros, activation, dense, dtype_of, layer_norm
+
+
+def gather_positions(sequence: jax.Array, positions: jax.Array) -> jax.Array:
+  """[batch, length, hidden] x [batch, predictions] -> [batch, predictions, hidden]."""
+  return jnp.take_along_axis(sequence, positions[..., None].astype(jnp.int32), axis=1)
+
+
+class MaskedLMHead(nn.Module):
+  """dense -> activation -> LayerNorm -> decoder tied to word embeddings + bias."""
+  cfg: Any
+
+  @nn.compact
+  def __call__(self, hidden, embeddings):
+    cfg = self.cfg
+    h = dense(cfg, cfg.hidden_size, ("embed", "mlp"), "transform")(hidden)
+    h = activation(cfg.hidden_act)(h)
+    h = layer_norm(cfg, "transform_layer_norm")(h)
+    logits = embeddings.attend(h)  # [..., vocab]
+    bias = self.param("output_bias", _zeros(("vocab",)), (cfg.vocab_size,),
+                      dtype_of(cfg.param_dtype))
+    return logits.astype(jnp.float32) + bias.astype(jnp.float32)
+
+
+class BertForPreTraining(nn.Module):
+  """BERT with the MLM and next-sentence-prediction heads."""
+  cfg: Any
+
+  def setup(self):
+    self.bert = BertModel(self.cfg)
+    self.mlm = MaskedLMHead(self.cfg)
+    self.nsp = dense(self.cfg, 2, ("embed", "classes"), "nsp")
+
+  def __call__(self, input_ids, token_type_ids=None, attention_mask=None,
+               masked_lm_positions=None, deterministic: bool = True):
+    out = self.bert(input_ids, token_type_ids, attention_mask, deterministic)
+    hidden = out["sequence_output"]
+    if masked_lm_positions is not None:
+      hidden = gather_positions(hidden, masked_lm_positions)
+    mlm_logits = self.mlm(hidden, self.bert.embeddings)
+    nsp_logits = self.nsp(out["pooled_output"]).astype(jnp.float32)
+    return {**out, "mlm_logits": mlm_logits, "nsp_logits": nsp_logits}

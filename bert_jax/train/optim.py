@@ -1,0 +1,37 @@
+"""Optimizer and learning-rate schedule from the `train` config (all optax).
+
+BERT's recipe (Devlin et al. 2019, google-research/bert optimization.py): AdamW with
+weight decay 0.01 that skips biases and LayerNorm parameters, linear warmup then linear
+decay to zero, global-norm clipping at 1.0.
+"""
+
+from __future__ import annotations
+
+import jax
+import optax
+
+
+def learning_rate_schedule(t) -> optax.Schedule:
+  """Linear warmup from 0 to `t.learning_rate` over `t.warmup_steps`, then linear to 0."""
+  warmup = optax.linear_schedule(0.0, t.learning_rate, max(t.warmup_steps, 1))
+  decay = optax.linear_schedule(
+      t.learning_rate, 0.0, max(t.num_train_steps - t.warmup_steps, 1))
+  return optax.join_schedules([warmup, decay], [t.warmup_steps])
+
+
+def decay_mask(params):
+  """True for weights that get weight decay: every kernel/embedding, not biases/norms."""
+  def wants_decay(path, _):
+    name = getattr(path[-1], "key", str(path[-1]))
+    return name not in ("bias", "scale", "output_bias")
+  return jax.tree_util.tree_map_with_path(wants_decay, params)
+
+
+def create_optimizer(t) -> tuple[optax.GradientTransformation, optax.Schedule]:
+  schedule = learning_rate_schedule(t)
+  tx = optax.chain(
+      optax.clip_by_global_norm(t.max_grad_norm),
+      optax.adamw(schedule, b1=t.adam_b1, b2=t.adam_b2, eps=t.adam_eps,
+                  weight_decay=t.weight_decay, mask=decay_mask),
+  )
+  return tx, schedule

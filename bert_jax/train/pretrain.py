@@ -1,0 +1,284 @@
+"""The pretraining job: corpus -> tokenizer -> examples -> sharded train loop.
+
+This is the one place that knows data, model and training together. Steps are pure
+jitted functions; I/O (logging, checkpoints, printing) happens only in the loop, on
+process 0 where it writes files.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from absl import logging
+from jax.experimental import multihost_utils
+
+from bert_jax import config_checks, parallel
+from bert_jax.data import corpora, loader as loader_lib, pretraining, tokenizers
+from bert_jax.models import BertForPreTraining
+from bert_jax.train import checkpoint as checkpoint_lib
+from bert_jax.train import logging as log_lib
+from bert_jax.train import losses, optim, state as state_lib
+
+BATCH_KEYS = ("input_ids", "token_type_ids", "attention_mask", "masked_lm_positions",
+              "masked_lm_ids", "masked_lm_weights", "next_sentence_label")
+
+
+# ----------------------------------------------------------------------------- steps
+
+
+def train_step(state, batch, rng, *, schedule):
+  """One optimizer step. Pure: (state, global batch, rng) -> (state, metrics)."""
+  dropout_rng = jax.random.fold_in(rng, state.step)
+
+  def loss_fn(params):
+    out = state.apply_fn({"params": params}, batch["input_ids"], batch["token_type_ids"],
+                         batch["attention_mask"],
+                         masked_lm_positions=batch["masked_lm_positions"],
+                         deterministic=False, rngs={"dropout": dropout_rng})
+    sums = losses.pretraining_sums(out, batch)
+    m = losses.metrics_from_sums(sums)
+    return m["loss"], m
+
+  grads, metrics = jax.grad(loss_fn, has_aux=True)(state.params)
+  metrics["grad_norm"] = jax.tree_util.tree_reduce(
+      lambda a, g: a + jnp.sum(jnp.square(g.astype(jnp.float32))), grads, 0.0) ** 0.5
+  metrics["learning_rate"] = schedule(state.step)
+  return state.apply_gradients(grads=grads), metrics
+
+
+def eval_step(state, batch, *, baseline_token: int):
+  """Metric sums on one batch, plus the hits of always predicting `baseline_token`."""
+  out = state.apply_fn({"params": state.params}, batch["input_ids"],
+                       batch["token_type_ids"], batch["attention_mask"],
+                       masked_lm_positions=batch["masked_lm_positions"],
+                       deterministic=True)
+  sums = losses.pretraining_sums(out, batch)
+  sums["baseline_correct"] = jnp.sum(
+      (batch["masked_lm_ids"] == baseline_token) * batch["masked_lm_weights"])
+  return sums
+
+
+# ------------------------------------------------------------------------------ data
+
+
+class PretrainingData:
+  """Tokenizer, train/eval examples and the most frequent token of the train corpus."""
+
+  def __init__(self, tokenizer, train_examples, eval_examples, most_frequent_token):
+    self.tokenizer = tokenizer
+    self.train_examples = train_examples
+    self.eval_examples = eval_examples
+    self.most_frequent_token = most_frequent_token
+
+
+def load_tokenizer(d, model_cfg, documents, workdir: str):
+  """The configured tokenizer, or one trained on `documents` (process 0, cached)."""
+  if d.tokenizer_path:
+    tok = tokenizers.SentencePieceTokenizer.load(d.tokenizer_path)
+    where = f"data.tokenizer_path={d.tokenizer_path!r}"
+  else:
+    directory = os.path.join(workdir, "tokenizer")
+    if jax.process_index() == 0:
+      tokenizers.get_or_train_tokenizer(
+          documents, directory, vocab_size=model_cfg.vocab_size,
+          model_type=d.tokenizer_model_type, seed=0,
+          input_sentence_size=d.tokenizer_input_sentence_size)
+    multihost_utils.sync_global_devices("tokenizer ready")
+    tok = tokenizers.SentencePieceTokenizer.load(os.path.join(directory, "spm.model"))
+    where = f"the tokenizer trained in {directory}"
+  if tok.vocab_size != model_cfg.vocab_size:
+    raise ValueError(
+        f"{where} has {tok.vocab_size} pieces but config field model.vocab_size="
+        f"{model_cfg.vocab_size}; they must match")
+  return tok
+
+
+def prepare_data(config, workdir: str) -> PretrainingData:
+  d = config.data
+  docs = corpora.load_corpus(d.corpus)
+  train_docs, eval_docs = corpora.split_documents(docs, d.eval_fraction, config.seed)
+  tok = load_tokenizer(d, config.model, train_docs, workdir)
+  make = functools.partial(
+      pretraining.create_pretraining_examples, max_seq_length=d.max_seq_length,
+      short_seq_prob=d.short_seq_prob, cls_id=tok.cls_id, sep_id=tok.sep_id,
+      pad_id=tok.pad_id)
+  train_tok = pretraining.tokenize_corpus(train_docs, tok)
+  eval_tok = pretraining.tokenize_corpus(eval_docs, tok)
+  train = make(train_tok, dupe_factor=d.dupe_factor,
+               rng=np.random.default_rng([config.seed, 1]))
+  evals = make(eval_tok, dupe_factor=1, rng=np.random.default_rng([config.seed, 2]))
+  counts = np.bincount(np.concatenate([np.asarray(s, np.int64) for doc in train_tok
+                                       for s in doc]), minlength=tok.vocab_size)
+  counts[:tok.first_normal_id] = 0
+  return PretrainingData(tok, train, evals, int(np.argmax(counts)))
+
+
+def make_loader(examples, data: PretrainingData, config, *, seed: int, shuffle: bool,
+                repeat: bool):
+  d = config.data
+  mask_kwargs = loader_lib.masking_kwargs(
+      data.tokenizer, masked_lm_prob=d.masked_lm_prob,
+      max_predictions_per_seq=d.max_predictions_per_seq,
+      whole_word_masking=d.whole_word_masking)
+  return loader_lib.PretrainingLoader(
+      examples, config.train.global_batch_size, seed=seed, mask_kwargs=mask_kwargs,
+      shuffle=shuffle, process_index=jax.process_index(),
+      process_count=jax.process_count(), epoch_repeats=repeat)
+
+
+# ------------------------------------------------------------------------------ loop
+
+
+def evaluate(p_eval_step, state, data, config, mesh) -> dict[str, float]:
+  loader = make_loader(data.eval_examples, data, config, seed=config.seed + 7,
+                       shuffle=False, repeat=False)
+  totals = None
+  for i, batch in enumerate(loader):
+    if config.train.eval_batches and i >= config.train.eval_batches:
+      break
+    sums = p_eval_step(state, parallel.global_batch(batch, mesh))
+    totals = sums if totals is None else jax.tree_util.tree_map(jnp.add, totals, sums)
+  totals = jax.device_get(totals)
+  m = {k: float(v) for k, v in losses.metrics_from_sums(totals).items()}
+  m["mlm_accuracy_most_frequent_token"] = float(
+      totals["baseline_correct"] / (totals["mlm_weight"] + 1e-5))
+  return m
+
+
+def fill_mask(state, tokenizer, text: str, top_k: int = 5) -> list[tuple[str, float]]:
+  """Top-k pieces for the single [MASK] in `text` (every process runs it: SPMD)."""
+  if text.count("[MASK]") != 1:
+    raise ValueError(f"config field fill_mask_text={text!r} must hold exactly one [MASK]")
+  left, right = text.split("[MASK]")
+  ids = ([tokenizer.cls_id] + tokenizer.encode(left.rstrip()) + [tokenizer.mask_id]
+         + tokenizer.encode(right) + [tokenizer.sep_id])
+  ids = np.asarray([ids], np.int32)
+  position = np.asarray([[int(np.argmax(ids[0] == tokenizer.mask_id))]], np.int32)
+  logits = jax.jit(lambda p: state.apply_fn(
+      {"params": p}, ids, np.zeros_like(ids), np.ones_like(ids),
+      masked_lm_positions=position)["mlm_logits"])(state.params)
+  probs = np.asarray(jax.nn.softmax(jax.device_get(logits)[0, 0]))
+  best = np.argsort(-probs)[:top_k]
+  return [(tokenizer.id_to_piece(int(i)), float(probs[i])) for i in best]
+
+
+def write_config(config, workdir: str) -> None:
+  if jax.process_index() == 0:
+    path = os.path.join(workdir, "config.json")
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+      f.write(config.to_json_best_effort(indent=2, sort_keys=True))
+    os.replace(tmp, path)
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  """Runs pretraining; returns the final eval metrics (also written to the workdir)."""
+  config_checks.check_pretrain_config(config)
+  workdir = config_checks.prepare_workdir(workdir)
+  write_config(config, workdir)
+  t = config.train
+
+  mesh = parallel.create_mesh(config.mesh)
+  rules = parallel.logical_axis_rules(config.mesh)
+  parallel.check_global_batch(t.global_batch_size, mesh)
+  log_lib.info("mesh %s over %d devices, %d processes", dict(mesh.shape),
+               jax.device_count(), jax.process_count())
+
+  data = prepare_data(config, workdir)
+  log_lib.info("examples: %d train, %d eval; vocab %d",
+               len(data.train_examples["input_ids"]),
+               len(data.eval_examples["input_ids"]), data.tokenizer.vocab_size)
+
+  model = BertForPreTraining(config.model)
+  tx, schedule = optim.create_optimizer(t)
+  dummy = np.zeros((1, config.data.max_seq_length), np.int32)
+  rng = jax.random.PRNGKey(config.seed)
+  init_rng, dropout_rng = jax.random.split(rng)
+  state, shardings = state_lib.create_sharded_state(
+      model, tx, (dummy, dummy, dummy), init_rng, mesh, rules)
+
+  train_loader = make_loader(data.train_examples, data, config, seed=config.seed,
+                             shuffle=True, repeat=True)
+  ckpt = checkpoint_lib.Checkpointer(os.path.join(workdir, "checkpoints"))
+  latest = ckpt.latest_step()
+  if latest is not None:
+    target = state_lib.abstract_state(shardings, model, tx, (dummy, dummy, dummy), init_rng)
+    state, loader_state = ckpt.restore(latest, target)
+    train_loader.restore(loader_state)
+    log_lib.info("resumed from %s at step %d", ckpt.directory, latest)
+
+  batch_sharding = parallel.batch_sharding(mesh)
+  repl = parallel.replicated(mesh)
+  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+    p_train_step = jax.jit(functools.partial(train_step, schedule=schedule),
+                           in_shardings=(shardings, batch_sharding, repl),
+                           out_shardings=(shardings, repl), donate_argnums=0)
+    p_eval_step = jax.jit(functools.partial(eval_step,
+                                            baseline_token=data.most_frequent_token),
+                          in_shardings=(shardings, batch_sharding), out_shardings=repl)
+
+    writer = log_lib.MetricWriter(workdir)
+    start = int(jax.device_get(state.step))
+    progress = log_lib.Progress(t.num_train_steps, start, t.global_batch_size)
+    batches = iter(train_loader)
+    pending = None   # (step, metrics) fetched one step late so the host never blocks
+    eval_metrics: dict[str, float] = {}
+    for step in range(start + 1, t.num_train_steps + 1):
+      batch = parallel.global_batch(next(batches), mesh)
+      state, metrics = p_train_step(state, batch, dropout_rng)
+      if pending is not None:
+        _log_train(writer, progress, *pending)
+        pending = None
+      if step % t.log_every_steps == 0 or step == t.num_train_steps:
+        pending = (step, metrics)
+      if step % t.eval_every_steps == 0 or step == t.num_train_steps:
+        eval_metrics = evaluate(p_eval_step, state, data, config, mesh)
+        writer.write(step, eval_metrics, prefix="eval/")
+      if step % t.checkpoint_every_steps == 0 or step == t.num_train_steps:
+        ckpt.save(step, state, train_loader.state())
+    if pending is not None:
+      _log_train(writer, progress, *pending)
+    progress.close()
+    ckpt.close()
+    writer.close()
+    fill = fill_mask(state, data.tokenizer, config.fill_mask_text)
+
+  _report(workdir, eval_metrics, fill, config)
+  return {"eval": eval_metrics, "fill_mask": fill}
+
+
+def _log_train(writer, progress, step, metrics):
+  m = {k: float(v) for k, v in jax.device_get(metrics).items()}
+  if not np.isfinite(m["loss"]):
+    raise FloatingPointError(
+        f"training loss is {m['loss']} at step {step} (mlm {m['mlm_loss']}, nsp "
+        f"{m['nsp_loss']}); lower config field train.learning_rate or check the data. "
+        "The last complete checkpoint is kept.")
+  m["seq_per_s"] = progress.update(step, m["loss"])
+  writer.write(step, m, prefix="train/")
+
+
+def _report(workdir, eval_metrics, fill, config):
+  if jax.process_index() != 0:
+    return
+  lines = [
+      "",
+      "final eval (held-out documents):",
+      f"  MLM accuracy {eval_metrics.get('mlm_accuracy', float('nan')):.4f}   vs   "
+      f"always predicting the most frequent token "
+      f"{eval_metrics.get('mlm_accuracy_most_frequent_token', float('nan')):.4f}",
+      f"  MLM loss {eval_metrics.get('mlm_loss', float('nan')):.4f}   NSP accuracy "
+      f"{eval_metrics.get('nsp_accuracy', float('nan')):.4f}",
+      f"fill-mask: {config.fill_mask_text}",
+  ] + [f"  {i + 1}. {piece!r:>16}  p={p:.3f}" for i, (piece, p) in enumerate(fill)]
+  print("\n".join(lines), flush=True)
+  with open(os.path.join(workdir, "final_eval.json"), "w", encoding="utf-8") as f:
+    json.dump({"eval": eval_metrics, "fill_mask": fill}, f, indent=2)

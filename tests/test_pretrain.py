@@ -1,0 +1,179 @@
+"""The real pretraining job, end to end on a small local corpus, and its bad-input errors."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from bert_jax import config_checks
+from bert_jax.data import corpora, tokenizers
+from bert_jax.train import pretrain
+from configs import pretrain as pretrain_config
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def corpus_file(tmp_path_factory):
+  """120 real documents from the embedded corpus, written in the BERT text format."""
+  docs = corpora.embedded_corpus()[:120]
+  path = tmp_path_factory.mktemp("corpus") / "docs.txt"
+  path.write_text("\n\n".join("\n".join(d) for d in docs) + "\n", encoding="utf-8")
+  return str(path)
+
+
+def small_config(corpus, steps=30):
+  c = pretrain_config.get_config("tiny,vocab=600,seq=64,batch=8,steps=%d" % steps)
+  c.model.hidden_size = 32
+  c.model.num_heads = 2
+  c.model.intermediate_size = 64
+  c.model.num_layers = 1
+  c.data.corpus = corpus
+  c.data.max_predictions_per_seq = 10
+  c.data.dupe_factor = 1
+  c.data.eval_fraction = 0.1
+  c.data.tokenizer_input_sentence_size = 20000
+  c.train.learning_rate = 3e-3
+  c.train.log_every_steps = 5
+  c.train.eval_every_steps = 15
+  c.train.eval_batches = 4
+  c.train.checkpoint_every_steps = 15
+  return c
+
+
+def read_metrics(workdir):
+  with open(os.path.join(workdir, "metrics.jsonl"), encoding="utf-8") as f:
+    return [json.loads(line) for line in f]
+
+
+def test_pretraining_runs_logs_checkpoints_and_resumes(corpus_file, tmp_path):
+  workdir = str(tmp_path / "run")
+  config = small_config(corpus_file, steps=30)
+  result = pretrain.train_and_evaluate(config, workdir)
+
+  rows = read_metrics(workdir)
+  train = [r for r in rows if "train/loss" in r]
+  assert [r["step"] for r in train] == [5, 10, 15, 20, 25, 30]
+  assert train[-1]["train/loss"] < train[0]["train/loss"]  # it learns
+  evals = [r for r in rows if "eval/mlm_accuracy" in r]
+  assert [r["step"] for r in evals] == [15, 30]
+  assert 0.0 <= result["eval"]["mlm_accuracy"] <= 1.0
+  assert len(result["fill_mask"]) == 5
+  with open(os.path.join(workdir, "config.json"), encoding="utf-8") as f:
+    assert json.load(f)["model"]["hidden_size"] == 32
+  assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["15", "30"]
+  assert os.path.exists(os.path.join(workdir, "tokenizer", "spm.model"))
+
+  # Same command with more steps: resumes at step 30 (no retraining from scratch).
+  config = small_config(corpus_file, steps=40)
+  pretrain.train_and_evaluate(config, workdir)
+  steps = [r["step"] for r in read_metrics(workdir) if "train/loss" in r]
+  assert steps == [5, 10, 15, 20, 25, 30, 35, 40]
+
+
+def test_loss_matches_huggingface_loss():
+  """Our MLM+NSP loss equals HF BertForPreTraining's loss on the same logits/labels."""
+  import torch
+  import transformers
+  from bert_jax.convert import params_from_hf
+  from bert_jax.models import BertForPreTraining
+  from bert_jax.train import losses
+  from tests.test_parity_hf import our_config
+
+  hf_cfg = transformers.BertConfig(vocab_size=97, hidden_size=32, num_hidden_layers=1,
+                                   num_attention_heads=2, intermediate_size=48,
+                                   hidden_dropout_prob=0.0,
+                                   attention_probs_dropout_prob=0.0)
+  hf = transformers.BertForPreTraining(hf_cfg).eval()
+  cfg = our_config(hf_cfg)
+  params = params_from_hf(hf.state_dict(), cfg)
+  rng = np.random.default_rng(1)
+  ids = rng.integers(5, 97, (4, 16))
+  positions = np.array([[1, 4, 0], [2, 3, 9], [5, 0, 0], [7, 8, 11]])
+  weights = np.array([[1, 1, 0], [1, 1, 1], [1, 0, 0], [1, 1, 1]], np.float32)
+  labels = rng.integers(5, 97, (4, 3))
+  nsp = np.array([0, 1, 1, 0])
+  hf_labels = np.full_like(ids, -100)
+  for b in range(4):
+    for p, w, l in zip(positions[b], weights[b], labels[b]):
+      if w:
+        hf_labels[b, p] = l
+  with torch.no_grad():
+    ref = hf(input_ids=torch.tensor(ids), labels=torch.tensor(hf_labels),
+             next_sentence_label=torch.tensor(nsp)).loss.item()
+  out = BertForPreTraining(cfg).apply({"params": params}, ids,
+                                      masked_lm_positions=positions)
+  batch = {"masked_lm_ids": labels, "masked_lm_weights": weights,
+           "next_sentence_label": nsp}
+  ours = float(losses.metrics_from_sums(losses.pretraining_sums(out, batch))["loss"])
+  assert abs(ours - ref) / abs(ref) <= 1e-5
+
+
+@pytest.mark.parametrize("override,message", [
+    ("--config.train.learnin_rate=1e-4", "'train.learnin_rate' does not exist"),
+    ("--config.train.learning_rate=abc", "--config.train.learning_rate=abc"),
+])
+def test_bad_command_line_override_names_the_field(tmp_path, override, message):
+  proc = subprocess.run(
+      [sys.executable, "-m", "bert_jax.main", "--config=configs/pretrain.py:tiny",
+       override, f"--workdir={tmp_path}"],
+      cwd=REPO, capture_output=True, text=True, timeout=120,
+      env={**os.environ, "JAX_PLATFORMS": "cpu"})
+  assert proc.returncode != 0
+  assert message in proc.stderr
+  assert not os.listdir(tmp_path)  # nothing started
+
+
+def test_unknown_size_names_the_argument():
+  with pytest.raises(ValueError, match="size='huge'"):
+    pretrain_config.get_config("huge")
+
+
+@pytest.mark.parametrize("field,value,match", [
+    ("data.max_predictions_per_seq", 200, r"data\.max_predictions_per_seq=200"),
+    ("data.masked_lm_prob", 1.5, r"data\.masked_lm_prob=1\.5"),
+    ("model.num_heads", 3, r"model\.num_heads=3"),
+    ("model.hidden_act", "swish", r"model\.hidden_act='swish'"),
+    ("data.max_seq_length", 1024, r"data\.max_seq_length=1024"),
+])
+def test_bad_values_name_the_field(field, value, match):
+  config = pretrain_config.get_config("tiny")
+  section, name = field.split(".")
+  config[section][name] = value
+  with pytest.raises(ValueError, match=match):
+    config_checks.check_pretrain_config(config)
+
+
+def test_empty_and_non_utf8_corpus_stop_before_training(tmp_path):
+  empty = tmp_path / "empty.txt"
+  empty.write_text("\n\n", encoding="utf-8")
+  with pytest.raises(ValueError, match="empty.txt"):
+    pretrain.train_and_evaluate(small_config(str(empty)), str(tmp_path / "w1"))
+  latin1 = tmp_path / "latin1.txt"
+  latin1.write_bytes("First line.\nCaf\xe9 au lait.\n".encode("latin-1"))
+  with pytest.raises(ValueError, match="latin1.txt"):
+    pretrain.train_and_evaluate(small_config(str(latin1)), str(tmp_path / "w2"))
+  assert not os.path.exists(tmp_path / "w2" / "checkpoints")
+
+
+def test_tokenizer_vocab_mismatch_names_both(corpus_file, tmp_path):
+  docs = corpora.read_text_corpus(corpus_file)
+  tok_path = str(tmp_path / "spm.model")
+  tokenizers.SentencePieceTokenizer.train(docs, tok_path, vocab_size=500,
+                                          input_sentence_size=20000)
+  config = small_config(corpus_file)  # model.vocab_size = 600
+  config.data.tokenizer_path = tok_path
+  with pytest.raises(ValueError, match=r"500 pieces.*model\.vocab_size=600"):
+    pretrain.train_and_evaluate(config, str(tmp_path / "w"))
+
+
+def test_nan_loss_is_a_clear_error():
+  class Bar:
+    def update(self, step, loss):
+      return 0.0
+  metrics = {"loss": np.float32("nan"), "mlm_loss": np.float32("nan"),
+             "nsp_loss": np.float32(0.7)}
+  with pytest.raises(FloatingPointError, match="step 12"):
+    pretrain._log_train(None, Bar(), 12, metrics)
