@@ -174,8 +174,12 @@ class SelfAttention(nn.Module):
         raise ValueError(
             f"model.attention_impl={cfg.attention_impl!r} has no attention dropout; "
             "set model.attention_dropout_prob=0.0 or use attention_impl='einsum'")
+      # A boolean padding mask rather than the additive bias: cuDNN's fused kernel
+      # takes it natively (and skips fully masked blocks).
+      keep = bias > jnp.finfo(jnp.float32).min / 2   # [batch, 1, 1, length]
+      keep = jnp.broadcast_to(keep, (keep.shape[0], 1, q.shape[1], k.shape[1]))
       context = jax.nn.dot_product_attention(
-          q, k, v, bias=bias.astype(q.dtype), implementation=cfg.attention_impl)
+          q, k, v, mask=keep, implementation=cfg.attention_impl)
     else:
       raise ValueError(
           f"model.attention_impl={cfg.attention_impl!r} is not one of "
