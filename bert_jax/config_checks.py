@@ -57,8 +57,11 @@ def check_pretrain_config(c) -> None:
            f"between 0 and train.num_train_steps={t.num_train_steps}")
   _require(t.learning_rate > 0, "train.learning_rate", t.learning_rate, "> 0")
   _require(t.max_grad_norm > 0, "train.max_grad_norm", t.max_grad_norm, "> 0")
-  for name in ("log_every_steps", "eval_every_steps", "checkpoint_every_steps"):
+  for name in ("log_every_steps", "eval_every_steps", "checkpoint_every_steps",
+               "checkpoint_keep"):
     _require(t[name] >= 1, f"train.{name}", t[name], ">= 1")
+  _require(t.checkpoint_best_mode in ("max", "min"), "train.checkpoint_best_mode",
+           t.checkpoint_best_mode, "'max' or 'min'")
 
 
 def prepare_workdir(workdir: str) -> str:

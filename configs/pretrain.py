@@ -62,7 +62,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   t.log_every_steps = 50
   t.eval_every_steps = 400
   t.eval_batches = 20             # batches of held-out data per evaluation (0 = all)
-  t.checkpoint_every_steps = 1000  # and always at the last step
+  t.checkpoint_every_steps = 1000  # and always at the last step and on SIGTERM
+  t.checkpoint_keep = 3            # newest checkpoints kept ...
+  t.checkpoint_best_metric = ""    # ... plus the best by this eval metric ('' = none),
+  t.checkpoint_best_mode = "max"   # e.g. 'mlm_accuracy' with 'max', 'mlm_loss' with 'min'
+
 
   # The fill-mask example printed at the end; [MASK] marks the token to predict.
   c.fill_mask_text = "The [MASK] statement leaves the current function call."

@@ -1,45 +1,145 @@
-"""Orbax checkpoints: the train state plus the data-loader position, in one manager.
+"""Orbax checkpoints: train state, data-loader position and config in one manager.
 
-One `CheckpointManager` item for the state (sharded arrays, restored onto the target
-shardings of the current mesh) and one JSON item for the loader state, so a resumed run
-continues at the exact next batch (as MaxText `checkpointing.py` does with grain).
-Saves are asynchronous; orbax commits a step directory atomically, so a run killed
-mid-save never leaves a checkpoint that looks complete.
+Each checkpoint `workdir/checkpoints/<step>/` holds three items:
+  state   {'step', 'params', 'opt_state'}: sharded arrays, restored onto the target
+          shardings of the *current* mesh, so a run saved on (8,1,1) restores on (2,2,2)
+          or on one device;
+  data    the loader position (JSON), so a resumed run reads the exact next batch;
+  config  the resolved config (JSON), for provenance and params-only restores.
+The dropout RNG needs no item: the key of step s is fold_in(PRNGKey(seed), s).
+
+Saves are asynchronous. Orbax writes a step into `<step>.orbax-checkpoint-tmp-*` and
+renames it when complete, so a run killed mid-save leaves only a tmp directory, which
+is never restored from (the manager lists finalized steps only; we also say so).
+Retention: the newest `keep` checkpoints plus, optionally, the best one by an eval metric.
 """
 
 from __future__ import annotations
 
+import json
 import os
-from typing import Any
+from typing import Any, Mapping
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
+from jax.experimental import multihost_utils
+from orbax.checkpoint import checkpoint_managers
+
+from bert_jax.train import logging as log_lib
+
+_TMP_MARK = ".orbax-checkpoint-tmp"
+
+
+def _item_handlers() -> dict:
+  return {"state": ocp.StandardCheckpointHandler(), "data": ocp.JsonCheckpointHandler(),
+          "config": ocp.JsonCheckpointHandler()}
 
 
 def _state_dict(state) -> dict:
   return {"step": state.step, "params": state.params, "opt_state": state.opt_state}
 
 
+def _flatten(tree, prefix=""):
+  if isinstance(tree, Mapping):
+    for k, v in tree.items():
+      yield from _flatten(v, f"{prefix}/{k}" if prefix else str(k))
+  elif isinstance(tree, (list, tuple)) and not hasattr(tree, "shape"):
+    for i, v in enumerate(tree):
+      yield from _flatten(v, f"{prefix}/{i}")
+  else:
+    yield prefix, tree
+
+
 class Checkpointer:
-  def __init__(self, directory: str, keep: int = 3):
+  """One orbax CheckpointManager; the train loop decides when to save."""
+
+  def __init__(self, directory: str, keep: int = 3, best_metric: str = "",
+               best_mode: str = "max"):
     self.directory = os.path.abspath(directory)
-    options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
-    self.manager = ocp.CheckpointManager(
-        self.directory, options=options, item_names=("state", "data"))
+    if best_mode not in ("max", "min"):
+      raise ValueError(f"config field train.checkpoint_best_mode={best_mode!r}: "
+                       "expected 'max' or 'min'")
+    policies = [checkpoint_managers.LatestN(n=keep)]
+    if best_metric:
+      policies.append(checkpoint_managers.BestN(
+          get_metric_fn=lambda m: m[best_metric], reverse=best_mode == "min", n=1,
+          keep_checkpoints_without_metrics=False))
+    options = ocp.CheckpointManagerOptions(
+        create=True,
+        preservation_policy=checkpoint_managers.AnyPreservationPolicy(policies))
+    self.best_metric = best_metric
+    self.manager = ocp.CheckpointManager(self.directory, options=options,
+                                         item_handlers=_item_handlers())
 
-  def latest_step(self) -> int | None:
-    return self.manager.latest_step()
+  # ---------------------------------------------------------------------------- save
 
-  def save(self, step: int, state, data_state: dict) -> bool:
-    """Starts an asynchronous save of `step` (the loop decides when to save)."""
+  def save(self, step: int, state, data_state: dict, config_json: str,
+           metrics: dict | None = None) -> bool:
+    """Starts an asynchronous save of `step`; `metrics` rank it for best-N retention."""
+    if metrics is not None and self.best_metric and self.best_metric not in metrics:
+      raise ValueError(f"config field train.checkpoint_best_metric={self.best_metric!r} "
+                       f"is not an eval metric; have {sorted(metrics)}")
     return self.manager.save(
         int(step),
         args=ocp.args.Composite(state=ocp.args.StandardSave(_state_dict(state)),
-                                data=ocp.args.JsonSave(data_state)),
+                                data=ocp.args.JsonSave(data_state),
+                                config=ocp.args.JsonSave(json.loads(config_json))),
+        metrics={k: float(v) for k, v in metrics.items()} if metrics else None,
         force=True)
+
+  def wait(self) -> None:
+    self.manager.wait_until_finished()
+
+  def close(self) -> None:
+    self.manager.wait_until_finished()
+    self.manager.close()
+
+  # ------------------------------------------------------------------------- restore
+
+  def steps(self) -> list[int]:
+    self.manager.reload()
+    return sorted(self.manager.all_steps())
+
+  def latest_step(self) -> int | None:
+    steps = self.steps()
+    return steps[-1] if steps else None
+
+  def incomplete(self) -> list[str]:
+    """Directories of saves that never finished (a run killed mid-save)."""
+    if not os.path.isdir(self.directory):
+      return []
+    return sorted(n for n in os.listdir(self.directory) if _TMP_MARK in n)
+
+  def _saved_param_shapes(self, step: int) -> dict[str, tuple] | None:
+    """Shapes of the saved params (they decide; the optimizer state mirrors them)."""
+    try:
+      meta = self.manager.item_metadata(step)["state"]
+      saved = dict(meta)["params"]
+    except Exception:  # missing or unreadable metadata: a broken checkpoint
+      return None
+    return {k: tuple(v.shape) for k, v in _flatten(dict(saved)) if hasattr(v, "shape")}
+
+  def check_compatible(self, step: int, state_target) -> None:
+    """Compares saved array shapes with the model's; one error lists every mismatch."""
+    saved_shapes = self._saved_param_shapes(step)
+    if saved_shapes is None:
+      raise ValueError(f"checkpoint {self.directory}/{step} has no readable metadata")
+    want = {k: tuple(v.shape) for k, v in _flatten(dict(state_target.params))
+            if hasattr(v, "shape")}
+    bad = [f"{k}: checkpoint {saved_shapes.get(k, 'missing')}, model {want[k]}"
+           for k in sorted(want) if saved_shapes.get(k) != want[k]]
+    extra = sorted(set(saved_shapes) - set(want))
+    bad += [f"{k}: in the checkpoint, not in the model" for k in extra]
+    if bad:
+      raise ValueError(
+          f"checkpoint {self.directory}/{step} does not fit the configured model "
+          f"({len(bad)} mismatches; a different model size or layout?):\n  "
+          + "\n  ".join(bad[:20]) + ("\n  ..." if len(bad) > 20 else ""))
 
   def restore(self, step: int, state_target) -> tuple[Any, dict]:
     """`state_target`: a TrainState of ShapeDtypeStructs carrying target shardings."""
+    self.check_compatible(step, state_target)
     restored = self.manager.restore(
         int(step),
         args=ocp.args.Composite(
@@ -49,6 +149,80 @@ class Checkpointer:
     return state_target.replace(step=s["step"], params=s["params"],
                                 opt_state=s["opt_state"]), dict(restored["data"])
 
-  def close(self) -> None:
-    self.manager.wait_until_finished()
-    self.manager.close()
+  def restore_latest(self, state_target) -> tuple[Any, dict, int] | None:
+    """Newest checkpoint that restores; older ones are tried if a newer one is broken.
+
+    Returns None when there is no complete checkpoint. A shape mismatch is not a
+    broken checkpoint: it is raised at once (the config is wrong, not the file).
+    """
+    for name in self.incomplete():
+      log_lib.info("ignoring %s/%s: a save that never finished (run killed mid-save)",
+                   self.directory, name)
+    result = None
+    broken = []
+    for step in reversed(self.steps()):
+      if self._saved_param_shapes(step) is None:
+        log_lib.info("checkpoint %s/%d cannot be restored (its metadata is missing or "
+                     "unreadable); trying an older one", self.directory, step)
+        broken.append(step)
+        continue
+      self.check_compatible(step, state_target)
+      try:
+        state, data = self.restore(step, state_target)
+      except Exception as e:  # a corrupt or truncated step: fall back to an older one
+        log_lib.info("checkpoint %s/%d cannot be restored (%s: %s); trying an older one",
+                     self.directory, step, type(e).__name__, str(e).splitlines()[0][:200])
+        broken.append(step)
+        continue
+      result = (state, data, step)
+      break
+    if broken:
+      self._set_aside(broken)
+    return result
+
+  def _set_aside(self, steps: list[int]) -> None:
+    """Renames unrestorable steps to `<step>.unrestorable` (kept for inspection, never
+    deleted) so that the run can save those step numbers again."""
+    if jax.process_index() == 0:
+      for step in steps:
+        src = os.path.join(self.directory, str(step))
+        dst = f"{src}.unrestorable"
+        suffix = 1
+        while os.path.exists(dst):
+          dst, suffix = f"{src}.unrestorable{suffix}", suffix + 1
+        os.rename(src, dst)
+        log_lib.info("moved the unrestorable checkpoint %s to %s", src, dst)
+    multihost_utils.sync_global_devices("checkpoints set aside")
+    self.manager.reload()
+
+
+def restore_params(checkpoint_dir: str, step: int | None = None,
+                   target: Any | None = None) -> dict:
+  """Params only, from a pretraining run's `workdir/checkpoints` (for fine-tuning).
+
+  `target`: optional tree of ShapeDtypeStructs (with shardings) for a sharded restore;
+  without it the arrays come back as host numpy arrays.
+  """
+  directory = os.path.abspath(checkpoint_dir)
+  if not os.path.isdir(directory):
+    raise FileNotFoundError(f"no checkpoint directory {directory}")
+  manager = ocp.CheckpointManager(directory, item_handlers=_item_handlers())
+  step = manager.latest_step() if step is None else step
+  manager.close()
+  if step is None:
+    raise FileNotFoundError(f"no complete checkpoint in {directory}")
+  path = os.path.join(directory, str(step), "state")
+  checkpointer = ocp.PyTreeCheckpointer()
+  meta = checkpointer.metadata(path)
+  meta = getattr(meta, "item_metadata", meta) or meta
+  saved = dict(meta)["params"]
+  if target is None:
+    item = jax.tree_util.tree_map(lambda m: np.zeros(m.shape, m.dtype), dict(saved))
+    restore_args = jax.tree_util.tree_map(
+        lambda _: ocp.RestoreArgs(restore_type=np.ndarray), item)
+  else:
+    item = target
+    restore_args = ocp.checkpoint_utils.construct_restore_args(target)
+  restored = checkpointer.restore(path, args=ocp.args.PyTreeRestore(
+      item={"params": item}, restore_args={"params": restore_args}, partial_restore=True))
+  return restored["params"]

@@ -25,7 +25,7 @@ from bert_jax.data import corpora, loader as loader_lib, pretraining, tokenizers
 from bert_jax.models import BertForPreTraining
 from bert_jax.train import checkpoint as checkpoint_lib
 from bert_jax.train import logging as log_lib
-from bert_jax.train import losses, optim, state as state_lib
+from bert_jax.train import losses, optim, preemption, state as state_lib
 
 BATCH_KEYS = ("input_ids", "token_type_ids", "attention_mask", "masked_lm_positions",
               "masked_lm_ids", "masked_lm_weights", "next_sentence_label")
@@ -207,13 +207,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
   train_loader = make_loader(data.train_examples, data, config, seed=config.seed,
                              shuffle=True, repeat=True)
-  ckpt = checkpoint_lib.Checkpointer(os.path.join(workdir, "checkpoints"))
-  latest = ckpt.latest_step()
-  if latest is not None:
-    target = state_lib.abstract_state(shardings, model, tx, (dummy, dummy, dummy), init_rng)
-    state, loader_state = ckpt.restore(latest, target)
+  ckpt = checkpoint_lib.Checkpointer(
+      os.path.join(workdir, "checkpoints"), keep=t.checkpoint_keep,
+      best_metric=t.checkpoint_best_metric, best_mode=t.checkpoint_best_mode)
+  target = state_lib.abstract_state(shardings, model, tx, (dummy, dummy, dummy), init_rng)
+  resumed = ckpt.restore_latest(target)
+  if resumed is not None:
+    state, loader_state, latest = resumed
     train_loader.restore(loader_state)
-    log_lib.info("resumed from %s at step %d", ckpt.directory, latest)
+    log_lib.info("resumed from %s/%d (data position %s)", ckpt.directory, latest,
+                 loader_state)
+  elif ckpt.incomplete():
+    log_lib.info("no complete checkpoint in %s: starting from scratch", ckpt.directory)
 
   batch_sharding = parallel.batch_sharding(mesh)
   repl = parallel.replicated(mesh)
@@ -228,9 +233,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     writer = log_lib.MetricWriter(workdir)
     start = int(jax.device_get(state.step))
     progress = log_lib.Progress(t.num_train_steps, start, t.global_batch_size)
+    watcher = preemption.PreemptionWatcher()
+    config_json = config.to_json_best_effort()
     batches = iter(train_loader)
     pending = None   # (step, metrics) fetched one step late so the host never blocks
     eval_metrics: dict[str, float] = {}
+    preempted = False
     for step in range(start + 1, t.num_train_steps + 1):
       batch = parallel.global_batch(next(batches), mesh)
       state, metrics = p_train_step(state, batch, dropout_rng)
@@ -239,16 +247,26 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         pending = None
       if step % t.log_every_steps == 0 or step == t.num_train_steps:
         pending = (step, metrics)
-      if step % t.eval_every_steps == 0 or step == t.num_train_steps:
+      evaluated = step % t.eval_every_steps == 0 or step == t.num_train_steps
+      if evaluated:
         eval_metrics = evaluate(p_eval_step, state, data, config, mesh)
         writer.write(step, eval_metrics, prefix="eval/")
-      if step % t.checkpoint_every_steps == 0 or step == t.num_train_steps:
-        ckpt.save(step, state, train_loader.state())
+      preempted = watcher.reached(step)
+      if preempted or step % t.checkpoint_every_steps == 0 or step == t.num_train_steps:
+        ckpt.save(step, state, train_loader.state(), config_json,
+                  metrics=eval_metrics if evaluated else None)
+      if preempted:
+        log_lib.info("preemption signal: saved step %d, exiting; rerun the same "
+                     "command to resume", step)
+        break
     if pending is not None:
       _log_train(writer, progress, *pending)
+    watcher.close()
     progress.close()
     ckpt.close()
     writer.close()
+    if preempted:
+      return {"eval": eval_metrics, "fill_mask": [], "preempted_at": step}
     fill = fill_mask(state, data.tokenizer, config.fill_mask_text)
 
   _report(workdir, eval_metrics, fill, config)
