@@ -77,6 +77,9 @@ def test_minilm_dir_import_matches_transformers(tmp_path):
   loaded = convert.load(str(path))
   assert loaded.format == "hf" and loaded.source.endswith("model.safetensors")
   assert loaded.initialised == ["mlm", "nsp"]  # a BertModel: heads fresh, and said so
+  mlm = loaded.params["mlm"]  # drawn as models/bert.py initialises (2-sigma truncated)
+  assert abs(mlm["transform"]["kernel"].std() / (0.02 * 0.8796) - 1) < 0.02
+  assert not mlm["output_bias"].any() and (mlm["transform_layer_norm"]["scale"] == 1).all()
   assert "vocab.txt" in loaded.summary()["tokenizer_files"]
   cfg = loaded.model_config
   assert (cfg.num_layers, cfg.hidden_size, cfg.num_heads) == (6, 384, 12)
@@ -135,24 +138,24 @@ def test_hf_pretraining_dir_import_and_export_round_trip(tmp_path, weights):
 def test_workdir_export_to_hf(tmp_path):
   """A training workdir (orbax TrainState + config.json) exports to HF exactly."""
   from configs import pretrain as pretrain_config
-  from bert_jax import parallel
   from bert_jax.train import checkpoint, optim, pretrain, state as state_lib
 
   config = pretrain_config.get_config("tiny,vocab=101,seq=16,steps=10")
   config.model.num_layers = 1
   config.model.hidden_size, config.model.intermediate_size = 32, 48
   config.model.hidden_act = "gelu_tanh"
+  config.model.num_heads, config.model.max_position_embeddings = 4, 32
   workdir = str(tmp_path / "workdir")
   os.makedirs(os.path.join(workdir, "tokenizer"))
   with open(os.path.join(workdir, "tokenizer", "spm.model"), "wb") as f:
     f.write(b"sentencepiece model bytes")
   pretrain.write_config(config, workdir)
-  mesh = parallel.create_mesh(config.mesh)
-  dummy = np.zeros((1, 16), np.int32)
   tx, _ = optim.create_optimizer(config.train)
-  state, _ = state_lib.create_sharded_state(
-      BertForPreTraining(config.model), tx, (dummy,) * 3, jax.random.PRNGKey(3), mesh,
-      parallel.logical_axis_rules(config.mesh))
+  hf_model = random_hf(vocab_size=101, num_hidden_layers=1, hidden_size=32,
+                       intermediate_size=48)
+  params = jax.tree_util.tree_map(jax.numpy.asarray, convert.params_from_hf(
+      hf_model.state_dict(), config.model))
+  state = state_lib.TrainState.create(apply_fn=None, params=params, tx=tx)
   ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"))
   ckpt.save(7, state, {"position": 0})
   ckpt.close()

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import sys
 
-from absl import app, flags
+from absl import app, flags, logging
 
 from bert_jax.convert import formats
 from bert_jax.convert.common import ConversionError
@@ -42,6 +42,7 @@ def _describe(s: dict) -> str:
 
 def main(argv):
   del argv
+  logging.set_verbosity(logging.WARNING)  # orbax and jax log every step at INFO
   try:
     summary = formats.convert(_SRC.value, _DST.value, getattr(flags.FLAGS, "from"),
                               _TO.value, step=_STEP.value, seed=_SEED.value)

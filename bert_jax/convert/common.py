@@ -36,26 +36,34 @@ def unflatten(flat: Mapping[str, Any]) -> dict:
   return tree
 
 
-def _model_init(cfg, rng):
-  import flax.linen as nn
-  import jax
-  from bert_jax.models import BertForPreTraining
-  ids = np.zeros((1, 1), np.int32)
-  return nn.meta.unbox(BertForPreTraining(cfg).init(rng, ids, ids, ids)["params"])
-
-
 def expected_shapes(cfg) -> dict[str, tuple[int, ...]]:
   """{path: shape} of every parameter `BertForPreTraining(cfg)` has (no compute)."""
+  import flax.linen as nn
   import jax  # local: keeps this module importable without initialising a backend
-  tree = jax.eval_shape(lambda: _model_init(cfg, jax.random.PRNGKey(0)))
+  from bert_jax.models import BertForPreTraining
+  ids = np.zeros((1, 1), np.int32)
+  tree = jax.eval_shape(lambda: nn.meta.unbox(BertForPreTraining(cfg).init(
+      jax.random.PRNGKey(0), ids, ids, ids)["params"]))
   return {path: tuple(leaf.shape) for path, leaf in flatten(tree)}
 
 
-def fresh_params(cfg, seed: int = 0) -> dict:
-  """A freshly initialised parameter tree (numpy), as `model.init` draws it."""
+def fresh_param(cfg, path: str, shape: tuple[int, ...], rng) -> np.ndarray:
+  """One parameter drawn as `models/bert.py` initialises it.
+
+  Kernels and embedding tables: truncated normal with std `model.initializer_range`;
+  biases zero; LayerNorm scales one. Per array, so filling a missing head costs
+  milliseconds instead of compiling the whole model's init.
+  """
   import jax
-  tree = jax.jit(lambda rng: _model_init(cfg, rng))(jax.random.PRNGKey(seed))
-  return jax.tree_util.tree_map(np.asarray, jax.device_get(tree))
+  leaf = path.rsplit("/", 1)[-1]
+  if leaf in ("kernel", "embedding"):
+    init = jax.nn.initializers.truncated_normal(cfg.initializer_range)
+    return np.asarray(init(rng, shape, np.float32))
+  if leaf in ("bias", "output_bias"):
+    return np.zeros(shape, np.float32)
+  if leaf == "scale":
+    return np.ones(shape, np.float32)
+  raise ConversionError(f"no initializer known for the missing parameter {path}")
 
 
 def check_shapes(params: Mapping[str, Any], cfg, source: str = "checkpoint") -> None:
@@ -70,7 +78,7 @@ def check_shapes(params: Mapping[str, Any], cfg, source: str = "checkpoint") -> 
       bad.append(f"{path}: {source} shape {tuple(value.shape)}, config implies {want}")
   if bad:
     raise ConversionError(f"{source} does not match the model config "
-                          f"({len(bad)} arrays):\n  " + "\n  ".join(bad))
+                          f"({len(bad)} array{'s' if len(bad) > 1 else ''}):\n  " + "\n  ".join(bad))
 
 
 def complete_heads(params: dict, cfg, seed: int = 0) -> tuple[dict, list[str]]:
@@ -84,11 +92,11 @@ def complete_heads(params: dict, cfg, seed: int = 0) -> tuple[dict, list[str]]:
   missing = sorted(p for p in expected if p not in have)
   if not missing:
     return params, []
-  fresh = dict(flatten(fresh_params(cfg, seed)))
-  modules = sorted({_module_of(p) for p in missing})
-  for p in missing:
-    have[p] = fresh[p]
-  return unflatten(have), modules
+  import jax
+  rngs = jax.random.split(jax.random.PRNGKey(seed), len(missing))
+  for p, rng in zip(missing, rngs):
+    have[p] = fresh_param(cfg, p, expected[p], rng)
+  return unflatten(have), sorted({_module_of(p) for p in missing})
 
 
 def _module_of(path: str) -> str:

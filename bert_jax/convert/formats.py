@@ -118,12 +118,24 @@ def atomic_dir(dst: str):
   tmp = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(dst)}.tmp-")
   try:
     yield tmp
+    _default_permissions(tmp)  # mkdtemp (and some writers) use owner-only modes
     if os.path.isdir(dst):
       os.rmdir(dst)  # empty (checked above)
     os.rename(tmp, dst)
   except BaseException:
     shutil.rmtree(tmp, ignore_errors=True)
     raise
+
+
+def _default_permissions(root: str) -> None:
+  umask = os.umask(0)
+  os.umask(umask)
+  os.chmod(root, 0o777 & ~umask)
+  for directory, dirs, files in os.walk(root):
+    for d in dirs:
+      os.chmod(os.path.join(directory, d), 0o777 & ~umask)
+    for f in files:
+      os.chmod(os.path.join(directory, f), 0o666 & ~umask)
 
 
 def save(loaded: Loaded, dst: str, fmt: str) -> dict:
@@ -138,6 +150,8 @@ def save(loaded: Loaded, dst: str, fmt: str) -> dict:
     for path in loaded.tokenizer_files:
       shutil.copy2(path, os.path.join(tmp, os.path.basename(path)))
       written.append(os.path.basename(path))
+    if fmt == "bert_jax":
+      written.append(SUMMARY_FILE)
     summary = {**loaded.summary(), "to": fmt, "dst": os.path.abspath(dst),
                "written": written}
     if fmt == "bert_jax":
