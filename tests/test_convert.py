@@ -16,11 +16,12 @@ import torch
 import transformers
 
 from bert_jax import convert
-from bert_jax.convert import formats, hf as hf_lib, tf as tf_lib
+from bert_jax.convert import formats, tf as tf_lib, tf_bundle
 from bert_jax.models import BertForPreTraining
 from tests.test_parity_hf import minilm_dir, padded_batch, rel_err
 
 torch.manual_seed(0)
+DATA = os.path.join(os.path.dirname(__file__), "data")
 
 SMALL = dict(vocab_size=113, hidden_size=48, num_hidden_layers=2, num_attention_heads=4,
              intermediate_size=80, max_position_embeddings=32, type_vocab_size=2,
@@ -274,6 +275,13 @@ def test_google_tf_checkpoint_matches_hf_model_of_same_weights(tmp_path):
   write_tf_release(release, v, c)
   assert convert.detect(release) == "tf"
   dst = str(tmp_path / "ours")
+  tf = pytest.importorskip("tensorflow")
+  prefix = os.path.join(release, "bert_model.ckpt")
+  reader = tf.train.load_checkpoint(prefix)
+  ours = tf_bundle.read_checkpoint(prefix)  # the reader convert uses, without TF
+  assert sorted(ours) == sorted(reader.get_variable_to_shape_map())
+  for name, value in ours.items():
+    np.testing.assert_array_equal(value, reader.get_tensor(name), err_msg=name)
   summary = convert.convert(release, dst)
   assert summary["skipped"] == ["bert/pooler/dense/kernel/adam_m", "global_step"]
   assert summary["initialised"] == [] and "vocab.txt" in os.listdir(dst)
@@ -285,6 +293,17 @@ def test_google_tf_checkpoint_matches_hf_model_of_same_weights(tmp_path):
   back = transformers.BertForPreTraining.from_pretrained(
       str(tmp_path / "hf"), local_files_only=True, attn_implementation="eager").eval()
   assert_pretraining_match(loaded.params, loaded.model_config, back, c["vocab_size"])
+
+
+def test_tf_bundle_reader_on_a_file_tensorflow_wrote():
+  """The built-in reader (no TensorFlow) against tests/data/make_tf_bundle.py's tensors."""
+  from tests.data.make_tf_bundle import expected_tensors
+  got = tf_bundle.read_checkpoint(os.path.join(DATA, "tf_bundle", "model.ckpt"))
+  want = expected_tensors()
+  assert sorted(got) == sorted(want)  # 305 tensors: the index spans several blocks
+  for name, value in want.items():
+    assert got[name].dtype == value.dtype and got[name].shape == value.shape, name
+    np.testing.assert_array_equal(got[name], value, err_msg=name)
 
 
 def test_tf_names_without_tensorflow():
@@ -360,6 +379,15 @@ def test_missing_files_are_named(hf_dir, tmp_path):
   release.mkdir()
   (release / "bert_model.ckpt.index").write_bytes(b"")
   with pytest.raises(convert.ConversionError, match="no bert_config.json"):
+    convert.convert(str(release), dst)
+  (release / "bert_config.json").write_text(json.dumps(dict(SMALL, num_hidden_layers=1)))
+  with pytest.raises(convert.ConversionError, match="not a TensorFlow checkpoint index"):
+    convert.convert(str(release), dst)
+  import shutil
+  shutil.copy(os.path.join(DATA, "tf_bundle", "model.ckpt.index"),
+              release / "bert_model.ckpt.index")
+  with pytest.raises(convert.ConversionError,
+                     match="missing file .*bert_model.ckpt.data-00000-of-00001"):
     convert.convert(str(release), dst)
   assert_no_output(dst)
 

@@ -16,7 +16,9 @@ They are renamed to Hugging Face names (kernels transposed to torch's [out, in])
 mapped by `hf.params_from_hf`, so both imports share one mapping and one set of
 checks. Optimizer slots (`.../adam_m`, `.../adam_v`) and `global_step`, present in
 checkpoints written by the original `run_pretraining.py`, are skipped and reported.
-Reading the checkpoint needs TensorFlow: `pip install -e '.[tf]'`.
+The checkpoint is read by `tf_bundle.py` (no TensorFlow needed); TensorFlow
+(`pip install -e '.[tf]'`) is the fallback for features it does not handle
+(partitioned variables, compressed or big-endian files).
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ import re
 
 import numpy as np
 
-from bert_jax.convert import hf
+from bert_jax.convert import hf, tf_bundle
 from bert_jax.convert.common import ConversionError
 
 CONFIG_FILE = "bert_config.json"
@@ -109,12 +111,21 @@ def is_tf_dir(path: str) -> bool:
 
 
 def read_variables(prefix: str) -> dict[str, np.ndarray]:
+  """Every variable of the checkpoint: the built-in reader, else TensorFlow."""
+  try:
+    return tf_bundle.read_checkpoint(prefix)
+  except FileNotFoundError as e:
+    raise ConversionError(f"TF checkpoint {prefix}: missing file {e.filename}") from None
+  except tf_bundle.Unsupported as e:
+    reason = str(e)
+  except ValueError as e:
+    raise ConversionError(f"cannot read the TF checkpoint {prefix}: {e}") from None
   try:
     import tensorflow as tf
   except ImportError:
     raise ConversionError(
-        f"reading the TF checkpoint {prefix} needs TensorFlow: pip install -e '.[tf]' "
-        "(or tensorflow-cpu)") from None
+        f"the TF checkpoint {prefix} needs TensorFlow to read ({reason}): "
+        "pip install -e '.[tf]'") from None
   try:
     reader = tf.train.load_checkpoint(prefix)
   except Exception as e:  # tf raises several types for missing/corrupt files
