@@ -55,8 +55,13 @@ TORCH_FILE = "pytorch_model.bin"
 # ------------------------------------------------------------------- configs
 
 
-def model_config_from_json(d: Mapping[str, Any], where: str) -> ml_collections.ConfigDict:
-  """An HF config.json (or Google bert_config.json) dict -> the `model` sub-config."""
+def model_config_from_json(d: Mapping[str, Any], where: str,
+                           gelu: str = "gelu") -> ml_collections.ConfigDict:
+  """An HF config.json (or Google bert_config.json) dict -> the `model` sub-config.
+
+  `gelu`: what hidden_act 'gelu' means in this file: 'gelu' (erf) for HF, 'gelu_new'
+  (tanh approximation) for Google's bert_config.json, whose modeling.py computes it so.
+  """
   from configs import common
   missing = [k for k in _CONFIG_FIELDS if k not in d]
   if missing:
@@ -73,7 +78,7 @@ def model_config_from_json(d: Mapping[str, Any], where: str) -> ml_collections.C
   for theirs, ours in {**_CONFIG_FIELDS, **_OPTIONAL_FIELDS}.items():
     if theirs in d:
       cfg[ours] = type(cfg[ours])(d[theirs])
-  cfg.hidden_act = _ACT_FROM_HF[act]
+  cfg.hidden_act = gelu if act == "gelu" else _ACT_FROM_HF[act]
   return cfg
 
 
@@ -252,17 +257,29 @@ def read_hf_dir(path: str) -> tuple[dict[str, np.ndarray], ml_collections.Config
   st, pt = os.path.join(path, SAFETENSORS_FILE), os.path.join(path, TORCH_FILE)
   if os.path.isfile(st):
     from safetensors.numpy import load_file
-    return dict(load_file(st)), cfg, st
-  if os.path.isfile(pt):
     try:
-      import torch
-    except ImportError:
-      raise ConversionError(f"reading {pt} needs torch; install it or convert the "
-                            f"weights to {SAFETENSORS_FILE}") from None
-    sd = torch.load(pt, map_location="cpu", weights_only=True)
-    return {k: v.float().numpy() for k, v in sd.items()}, cfg, pt
+      return dict(load_file(st)), cfg, st
+    except TypeError:  # bfloat16, which numpy cannot hold: read through torch
+      from safetensors.torch import load_file as load_torch
+      return _floats(_need_torch(st) and load_torch(st)), cfg, st
+  if os.path.isfile(pt):
+    torch = _need_torch(pt)
+    return _floats(torch.load(pt, map_location="cpu", weights_only=True)), cfg, pt
   raise ConversionError(f"{path} has neither {SAFETENSORS_FILE} nor {TORCH_FILE} "
                         f"(found: {_listing(path)})")
+
+
+def _need_torch(path: str):
+  try:
+    import torch
+  except ImportError:
+    raise ConversionError(f"reading {path} needs torch (pip install torch)") from None
+  return torch
+
+
+def _floats(torch_sd) -> dict[str, np.ndarray]:
+  return {k: (v.float() if v.is_floating_point() else v).numpy()
+          for k, v in torch_sd.items()}
 
 
 def write_hf_dir(path: str, params, cfg) -> list[str]:

@@ -12,6 +12,10 @@ the same names). Variables are named as in the original `modeling.py`:
     cls/predictions/transform/{dense,LayerNorm}/..., cls/predictions/output_bias
     cls/seq_relationship/output_weights [2, hidden], cls/seq_relationship/output_bias
 
+`hidden_act: "gelu"` in bert_config.json becomes `gelu_new`: the original
+`modeling.py` computes gelu with the tanh approximation (HF's `gelu_new`), so the
+imported model reproduces the original TF outputs (an erf gelu would differ by ~1e-4).
+
 They are renamed to Hugging Face names (kernels transposed to torch's [out, in]) and
 mapped by `hf.params_from_hf`, so both imports share one mapping and one set of
 checks. Optimizer slots (`.../adam_m`, `.../adam_v`) and `global_step`, present in
@@ -145,6 +149,6 @@ def read_tf_dir(path: str):
     raise ConversionError(f"{directory} has no {CONFIG_FILE} next to the checkpoint "
                           f"(found: {hf._listing(directory)})")
   with open(config_path, encoding="utf-8") as f:
-    cfg = hf.model_config_from_json(json.load(f), config_path)
+    cfg = hf.model_config_from_json(json.load(f), config_path, gelu="gelu_new")
   sd, skipped = hf_state_dict_from_tf(read_variables(prefix))
   return sd, cfg, prefix, skipped
