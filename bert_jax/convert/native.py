@@ -21,7 +21,6 @@ import os
 import jax
 import ml_collections
 import numpy as np
-import orbax.checkpoint as ocp
 
 from bert_jax.convert.common import ConversionError, expected_shapes, unflatten
 
@@ -52,6 +51,7 @@ def _model_config(d: dict, where: str) -> ml_collections.ConfigDict:
 
 def _restore_params(path: str, cfg, subtree: str | None) -> dict:
   """Restores the params (under `subtree` of the saved item, if given) as numpy."""
+  import orbax.checkpoint as ocp  # local: `import bert_jax.convert` stays light
   shapes = unflatten({p: jax.ShapeDtypeStruct(s, np.float32)
                       for p, s in expected_shapes(cfg).items()})
   args = jax.tree_util.tree_map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray),
@@ -115,6 +115,7 @@ def write_params_dir(path: str, params, cfg) -> list[str]:
   """Writes config.json and params/ into the existing dir `path`."""
   with open(os.path.join(path, CONFIG_FILE), "w", encoding="utf-8") as f:
     json.dump({"model": cfg.to_dict()}, f, indent=2, sort_keys=True)
+  import orbax.checkpoint as ocp
   params = jax.tree_util.tree_map(lambda x: np.asarray(x, np.float32), params)
   with ocp.PyTreeCheckpointer() as ckptr:
     ckptr.save(os.path.abspath(os.path.join(path, PARAMS_DIR)), params)
