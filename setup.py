@@ -34,6 +34,13 @@ EXTRAS = {
         "scikit-learn>=1.3",
         "scipy>=1.11",
     ],
+    # Google's original TF checkpoints: bert_jax.convert reads them without TF and
+    # falls back to TF for partitioned/compressed ones; the tests write them with TF.
+    # The CPU-only wheel (~270 MB) exists for Linux x86_64; elsewhere the full package.
+    "tf": [
+        "tensorflow-cpu>=2.15; platform_system == 'Linux' and platform_machine == 'x86_64'",
+        "tensorflow>=2.15; platform_system != 'Linux' or platform_machine != 'x86_64'",
+    ],
 }
 
 setup(

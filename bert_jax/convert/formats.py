@@ -1,0 +1,169 @@
+"""Format detection, loading into one `Loaded` record, and atomic writing.
+
+Formats (`--from` / `--to`):
+  hf        Hugging Face dir: config.json + model.safetensors | pytorch_model.bin
+  tf        Google's release dir: bert_config.json + bert_model.ckpt.* (+ vocab.txt)
+  workdir   a bert_jax training workdir (read only; the newest checkpoint by default)
+  bert_jax  a converted-params dir (see `native.py`)
+
+Loading maps every array, fills the modules the source lacks (pooler, MLM, NSP heads
+of a bare `BertModel`) with a fresh init and says so. Writing goes to a temporary
+sibling directory renamed into place at the end, so a failure never leaves a partial
+output directory behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import shutil
+import tempfile
+from typing import Any
+
+from bert_jax.convert import hf, native, tf
+from bert_jax.convert.common import ConversionError, complete_heads, flatten
+
+FORMATS = ("hf", "tf", "workdir", "bert_jax")
+TOKENIZER_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json",
+                   "special_tokens_map.json", "spm.model", "spm.json")
+SUMMARY_FILE = "conversion.json"
+
+
+@dataclasses.dataclass
+class Loaded:
+  """A checkpoint in bert_jax form, with what the conversion did to get there."""
+  params: dict
+  model_config: Any                     # the `model` sub-config (ml_collections)
+  source: str                           # the file or dir the weights came from
+  format: str
+  tokenizer_files: list[str] = dataclasses.field(default_factory=list)
+  initialised: list[str] = dataclasses.field(default_factory=list)  # fresh modules
+  skipped: list[str] = dataclasses.field(default_factory=list)      # source names
+
+  def summary(self) -> dict:
+    return {"source": self.source, "format": self.format,
+            "arrays": sum(1 for _ in flatten(self.params)),
+            "parameters": int(sum(v.size for _, v in flatten(self.params))),
+            "initialised": self.initialised, "skipped": self.skipped,
+            "tokenizer_files": [os.path.basename(p) for p in self.tokenizer_files]}
+
+
+def detect(src: str) -> str:
+  """The format of `src`, from the files it holds."""
+  if not os.path.exists(src) and not os.path.isfile(src + ".index"):
+    raise ConversionError(f"--src {src} does not exist")
+  if os.path.isdir(src) and hf.is_hf_dir(src):
+    return "hf"
+  if os.path.isdir(src) and native.is_params_dir(src):
+    return "bert_jax"
+  if os.path.isdir(src) and native.is_workdir(src):
+    return "workdir"
+  if tf.is_tf_dir(src):
+    return "tf"
+  raise ConversionError(
+      f"cannot tell the format of {src} (found: {hf._listing(src)}); expected "
+      "config.json + model.safetensors|pytorch_model.bin (hf), bert_config.json + "
+      "*.ckpt.index (tf), config.json + checkpoints/ (workdir) or config.json + "
+      "params/ (bert_jax)")
+
+
+def _tokenizer_files(directory: str) -> list[str]:
+  return [os.path.join(directory, f) for f in TOKENIZER_FILES
+          if os.path.isfile(os.path.join(directory, f))]
+
+
+def _mapped(state_dict, cfg, weights: str, config_file: str) -> dict:
+  try:
+    return hf.params_from_hf(state_dict, cfg)
+  except ConversionError as e:
+    raise ConversionError(f"weights {weights} against {config_file} beside them: "
+                          f"{e}") from None
+
+
+def load(src: str, fmt: str = "auto", *, step: int | None = None,
+         seed: int = 0) -> Loaded:
+  """Reads any supported checkpoint into bert_jax params (heads completed)."""
+  fmt = detect(src) if fmt == "auto" else fmt
+  if fmt == "hf":
+    sd, cfg, source = hf.read_hf_dir(src)
+    loaded = Loaded(_mapped(sd, cfg, source, hf.CONFIG_FILE), cfg, source, fmt,
+                    _tokenizer_files(src))
+  elif fmt == "tf":
+    sd, cfg, prefix, skipped = tf.read_tf_dir(src)
+    loaded = Loaded(_mapped(sd, cfg, prefix, tf.CONFIG_FILE), cfg, prefix, fmt,
+                    _tokenizer_files(os.path.dirname(prefix)), skipped=skipped)
+  elif fmt == "workdir":
+    params, cfg, tokenizer, step = native.read_workdir(src, step)
+    loaded = Loaded(params, cfg, os.path.join(src, "checkpoints", str(step)), fmt,
+                    tokenizer)
+  elif fmt == "bert_jax":
+    params, cfg = native.read_params_dir(src)
+    loaded = Loaded(params, cfg, src, fmt, _tokenizer_files(src))
+  else:
+    raise ConversionError(f"--from={fmt!r} is not one of {('auto',) + FORMATS}")
+  loaded.params, loaded.initialised = complete_heads(loaded.params, cfg, seed)
+  return loaded
+
+
+@contextlib.contextmanager
+def atomic_dir(dst: str):
+  """Yields a temporary sibling of `dst`, renamed to `dst` if the block succeeds."""
+  dst = os.path.abspath(dst)
+  if os.path.exists(dst) and (not os.path.isdir(dst) or os.listdir(dst)):
+    raise ConversionError(f"--dst {dst} already exists and is not empty")
+  parent = os.path.dirname(dst)
+  os.makedirs(parent, exist_ok=True)
+  tmp = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(dst)}.tmp-")
+  try:
+    yield tmp
+    _default_permissions(tmp)  # mkdtemp (and some writers) use owner-only modes
+    if os.path.isdir(dst):
+      os.rmdir(dst)  # empty (checked above)
+    os.rename(tmp, dst)
+  except BaseException:
+    shutil.rmtree(tmp, ignore_errors=True)
+    raise
+
+
+def _default_permissions(root: str) -> None:
+  umask = os.umask(0)
+  os.umask(umask)
+  os.chmod(root, 0o777 & ~umask)
+  for directory, dirs, files in os.walk(root):
+    for d in dirs:
+      os.chmod(os.path.join(directory, d), 0o777 & ~umask)
+    for f in files:
+      os.chmod(os.path.join(directory, f), 0o666 & ~umask)
+
+
+def save(loaded: Loaded, dst: str, fmt: str) -> dict:
+  """Writes `loaded` as `fmt` ('hf' or 'bert_jax') to the new dir `dst`."""
+  if fmt not in ("hf", "bert_jax"):
+    raise ConversionError(f"--to={fmt!r} is not one of ('hf', 'bert_jax')")
+  with atomic_dir(dst) as tmp:
+    if fmt == "hf":
+      written = hf.write_hf_dir(tmp, loaded.params, loaded.model_config)
+    else:
+      written = native.write_params_dir(tmp, loaded.params, loaded.model_config)
+    for path in loaded.tokenizer_files:
+      shutil.copy2(path, os.path.join(tmp, os.path.basename(path)))
+      written.append(os.path.basename(path))
+    if fmt == "bert_jax":
+      written.append(SUMMARY_FILE)
+    summary = {**loaded.summary(), "to": fmt, "dst": os.path.abspath(dst),
+               "written": written}
+    if fmt == "bert_jax":
+      with open(os.path.join(tmp, SUMMARY_FILE), "w", encoding="utf-8") as f:
+        json.dump(summary, f, indent=2)
+  return summary
+
+
+def convert(src: str, dst: str, src_format: str = "auto", dst_format: str | None = None,
+            *, step: int | None = None, seed: int = 0) -> dict:
+  """Reads `src`, writes `dst`; by default bert_jax sources go to hf, others to bert_jax."""
+  loaded = load(src, src_format, step=step, seed=seed)
+  if dst_format is None:
+    dst_format = "hf" if loaded.format in ("workdir", "bert_jax") else "bert_jax"
+  return save(loaded, dst, dst_format)

@@ -1,0 +1,122 @@
+"""bert_jax's own checkpoints: training workdirs (read) and converted-params dirs.
+
+A training workdir (`bert_jax.main --workdir=DIR`) holds `config.json` (the resolved
+config), `checkpoints/<step>/state` (orbax: step, params, opt_state) and the tokenizer.
+Only the params are restored, as host numpy arrays, so the optimizer state is never
+read and no mesh is needed.
+
+A params dir is what `python -m bert_jax.convert --to=bert_jax` writes:
+
+    config.json      {"model": {...the model sub-config...}}
+    params/          orbax checkpoint of the parameter tree
+    vocab.txt | spm.model | tokenizer.json ...   tokenizer files of the source
+    conversion.json  what was mapped, initialised and skipped
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import jax
+import ml_collections
+import numpy as np
+
+from bert_jax.convert.common import ConversionError, expected_shapes, unflatten
+
+CONFIG_FILE = "config.json"
+PARAMS_DIR = "params"
+CHECKPOINTS_DIR = "checkpoints"
+
+
+def _read_config(path: str) -> dict:
+  try:
+    with open(path, encoding="utf-8") as f:
+      return json.load(f)
+  except FileNotFoundError:
+    raise ConversionError(f"missing file {path}") from None
+
+
+def _model_config(d: dict, where: str) -> ml_collections.ConfigDict:
+  if not isinstance(d.get("model"), dict):
+    raise ConversionError(f"{where} has no 'model' section")
+  from configs import common
+  cfg = common.model_config("tiny")
+  unknown = sorted(set(d["model"]) - set(cfg))
+  if unknown:
+    raise ConversionError(f"{where} model fields {unknown} are not model config fields")
+  cfg.update(d["model"])
+  return cfg
+
+
+def _restore_params(path: str, cfg, subtree: str | None) -> dict:
+  """Restores the params (under `subtree` of the saved item, if given) as numpy."""
+  import orbax.checkpoint as ocp  # local: `import bert_jax.convert` stays light
+  shapes = unflatten({p: jax.ShapeDtypeStruct(s, np.float32)
+                      for p, s in expected_shapes(cfg).items()})
+  args = jax.tree_util.tree_map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray),
+                                shapes)
+  item, restore_args = (({subtree: shapes}, {subtree: args}) if subtree
+                        else (shapes, args))
+  try:
+    with ocp.PyTreeCheckpointer() as ckptr:
+      out = ckptr.restore(path, args=ocp.args.PyTreeRestore(
+          item=item, restore_args=restore_args, partial_restore=True))
+  except (FileNotFoundError, KeyError, ValueError) as e:
+    raise ConversionError(f"cannot restore params from {path} with the shapes that "
+                          f"its config.json implies: {e}") from None
+  return out[subtree] if subtree else out
+
+
+def is_params_dir(path: str) -> bool:
+  return (os.path.isfile(os.path.join(path, CONFIG_FILE))
+          and os.path.isdir(os.path.join(path, PARAMS_DIR)))
+
+
+def is_workdir(path: str) -> bool:
+  return (os.path.isfile(os.path.join(path, CONFIG_FILE))
+          and os.path.isdir(os.path.join(path, CHECKPOINTS_DIR)))
+
+
+def latest_step(workdir: str) -> int:
+  directory = os.path.join(workdir, CHECKPOINTS_DIR)
+  steps = [int(d) for d in os.listdir(directory) if d.isdigit()]
+  if not steps:
+    raise ConversionError(f"{directory} holds no finished checkpoint (no <step> dirs)")
+  return max(steps)
+
+
+def read_workdir(workdir: str, step: int | None = None):
+  """-> (params, model config, tokenizer files, step) of a training workdir."""
+  where = os.path.join(workdir, CONFIG_FILE)
+  full = _read_config(where)
+  cfg = _model_config(full, where)
+  step = latest_step(workdir) if step is None else step
+  path = os.path.join(workdir, CHECKPOINTS_DIR, str(step), "state")
+  if not os.path.isdir(path):
+    raise ConversionError(f"missing checkpoint directory {path}")
+  params = _restore_params(path, cfg, "params")
+  tok_path = (full.get("data") or {}).get("tokenizer_path") or os.path.join(
+      workdir, "tokenizer", "spm.model")
+  tokenizer = [p for p in (tok_path, os.path.splitext(tok_path)[0] + ".json")
+               if os.path.isfile(p)]
+  return params, cfg, tokenizer, step
+
+
+def read_params_dir(path: str):
+  """-> (params, model config, tokenizer files) of a converted-params dir."""
+  where = os.path.join(path, CONFIG_FILE)
+  cfg = _model_config(_read_config(where), where)
+  params = _restore_params(os.path.abspath(os.path.join(path, PARAMS_DIR)), cfg, None)
+  return params, cfg
+
+
+def write_params_dir(path: str, params, cfg) -> list[str]:
+  """Writes config.json and params/ into the existing dir `path`."""
+  with open(os.path.join(path, CONFIG_FILE), "w", encoding="utf-8") as f:
+    json.dump({"model": cfg.to_dict()}, f, indent=2, sort_keys=True)
+  import orbax.checkpoint as ocp
+  params = jax.tree_util.tree_map(lambda x: np.asarray(x, np.float32), params)
+  with ocp.PyTreeCheckpointer() as ckptr:
+    ckptr.save(os.path.abspath(os.path.join(path, PARAMS_DIR)), params)
+  return [CONFIG_FILE, PARAMS_DIR]
