@@ -79,3 +79,36 @@ def pack(first: Sequence[int], second: Sequence[int] | None, tok, max_seq_length
     mask = np.array([1] * len(ids) + [0] * pad, np.int32)
     return (np.array(ids + [tok.pad_id] * pad, np.int32),
             np.array(types + [0] * pad, np.int32), mask, offset)
+
+
+class SentencePieceOffsets:
+    """A bert_jax SentencePiece tokenizer (pretraining workdir) with the WordPiece API."""
+
+    def __init__(self, spm_tokenizer):
+        self._spm = spm_tokenizer
+        self._sp = spm_tokenizer._sp  # the processor: its protos carry byte offsets
+        self.cls_id, self.sep_id = spm_tokenizer.cls_id, spm_tokenizer.sep_id
+        self.pad_id, self.unk_id = spm_tokenizer.pad_id, spm_tokenizer.unk_id
+        self.vocab_size = spm_tokenizer.vocab_size
+
+    def encode(self, text: str) -> tuple[list[int], list[tuple[int, int]]]:
+        proto = self._sp.encode(text, out_type="immutable_proto")
+        raw = text.encode("utf-8")
+        # byte offset -> char offset
+        char_at = np.cumsum([0] + [len(c.encode("utf-8")) for c in text])
+        to_char = {int(b): i for i, b in enumerate(char_at)}
+        ids, offsets = [], []
+        for p in proto.pieces:
+            ids.append(p.id)
+            begin = to_char.get(p.begin, 0)
+            end = to_char.get(p.end, len(text)) if p.end <= len(raw) else len(text)
+            offsets.append((begin, end))
+        return ids, offsets
+
+    def encode_words(self, words: Sequence[str]) -> tuple[list[int], list[int]]:
+        ids, word_ids = [], []
+        for w, word in enumerate(words):
+            piece_ids = self._spm.encode(word)
+            ids += piece_ids
+            word_ids += [w] * len(piece_ids)
+        return ids, word_ids
