@@ -42,8 +42,8 @@ INPUT_KEYS = ("input_ids", "token_type_ids", "attention_mask")
 LABEL_KEYS = {"classification": ("label",), "regression": ("label",),
               "multilabel": ("label",), "span": ("start_positions", "end_positions"),
               "token": ("labels", "label_weights")}
-DEFAULT_SELECT = {"classification": "score", "regression": "score", "multilabel":
-                  "exact_match", "span": "f1", "token": "f1"}
+DEFAULT_SELECT = {"classification": "score", "regression": "score", "multilabel": "score",
+                  "span": "f1", "token": "f1"}
 
 
 # ---------------------------------------------------------------------------- model

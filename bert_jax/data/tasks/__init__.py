@@ -116,17 +116,25 @@ class SequenceTask(Task):
         if self.spec is not None:
             return glue.score(self.spec, split, preds, labels)
         _write_jsonl(os.path.join(out_dir, f"{split}_predictions.jsonl"), examples, preds)
-        from bert_jax import metrics
-        if self.kind == "regression":
-            return {"pearson": metrics.pearson(preds, labels),
-                    "spearman": metrics.spearman(preds, labels)}
-        if self.kind == "multilabel":
-            hot = np.zeros_like(preds)
-            for i, lab in enumerate(labels):
-                hot[i, [int(v) for v in lab]] = 1
-            return {"exact_match": float(np.mean((hot == preds).all(-1))),
-                    "accuracy": metrics.accuracy(preds.ravel(), hot.ravel())}
-        return {"accuracy": metrics.accuracy(preds, labels)}
+        return _jsonl_metrics(self.kind, preds, labels)
+
+
+def _jsonl_metrics(kind, preds, labels) -> dict:
+    """Metrics of a jsonl task; 'score' is their mean (as for GLUE)."""
+    from bert_jax import metrics
+    if kind == "regression":
+        out = {"pearson": metrics.pearson(preds, labels),
+               "spearman": metrics.spearman(preds, labels)}
+    elif kind == "multilabel":
+        hot = np.zeros_like(preds)
+        for i, lab in enumerate(labels):
+            hot[i, [int(v) for v in lab]] = 1
+        out = {"exact_match": float(np.mean((hot == preds).all(-1))),
+               "label_accuracy": metrics.accuracy(preds.ravel(), hot.ravel())}
+    else:
+        out = {"accuracy": metrics.accuracy(preds, labels)}
+    out["score"] = float(np.mean(list(out.values())))
+    return out
 
 
 def _write_jsonl(path, examples, preds):
