@@ -41,7 +41,7 @@ setup(
     name="bert_jax",
     version="0.1.0",
     description="BERT-family encoders: pretraining and fine-tuning in JAX/Flax",
-    packages=find_packages(include=["bert_jax", "bert_jax.*", "configs"]),
+    packages=find_packages(include=["bert_jax", "bert_jax.*", "configs", "experiments"]),
     python_requires=">=3.10",
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS,

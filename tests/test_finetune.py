@@ -127,3 +127,95 @@ def test_bad_inputs_are_clear(tmp_path):
   c.data.eval_file = str(empty)
   with pytest.raises(ValueError, match=r"task jsonl split 'train' has no examples"):
     finetune.train_and_evaluate(c, str(tmp_path / "w"))
+
+
+# ------------------------------------------------------ losses, LLRD, init, the sweep
+
+
+def test_task_losses_match_numpy():
+  import jax.numpy as jnp
+  rng = np.random.default_rng(0)
+  w = np.array([1, 1, 0], np.float32)  # the last row is padding
+  logits = rng.normal(size=(3, 4)).astype(np.float32)
+  hot = (rng.random((3, 4)) > 0.5).astype(np.float32)
+  sig = 1 / (1 + np.exp(-logits))
+  bce = -(hot * np.log(sig) + (1 - hot) * np.log(1 - sig)).mean(-1)
+  got = finetune.task_loss("multilabel", {"logits": jnp.asarray(logits)},
+                           {"label": hot, "weight": w})
+  np.testing.assert_allclose(got, bce[:2].mean(), rtol=1e-5)
+  y = rng.normal(size=3).astype(np.float32)
+  got = finetune.task_loss("regression", {"logits": jnp.asarray(logits[:, :1])},
+                           {"label": y, "weight": w})
+  np.testing.assert_allclose(got, ((logits[:2, 0] - y[:2]) ** 2).mean(), rtol=1e-5)
+  s, e = rng.normal(size=(3, 5)), rng.normal(size=(3, 5))
+  sp, ep = np.array([1, 0, 4]), np.array([2, 0, 4])
+  logp = lambda x: x - np.log(np.exp(x).sum(-1, keepdims=True))  # noqa: E731
+  want = -(logp(s)[np.arange(3), sp] + logp(e)[np.arange(3), ep])[:2].mean() / 2
+  got = finetune.task_loss("span", {"start_logits": jnp.asarray(s), "end_logits":
+                                    jnp.asarray(e)},
+                           {"start_positions": sp, "end_positions": ep, "weight": w})
+  np.testing.assert_allclose(got, want, rtol=1e-5)
+
+
+def test_layerwise_lr_decay_scales_updates_by_depth():
+  import jax
+  import jax.numpy as jnp
+  params = {"bert": {"embeddings": {"w": jnp.ones(2)},
+                     "encoder": {"layer_0": {"w": jnp.ones(2)},
+                                 "layer_1": {"w": jnp.ones(2)}},
+                     "pooler": {"kernel": jnp.ones(2)}},
+            "classifier": {"kernel": jnp.ones(2)}}
+  scales = finetune.layer_scales(params, num_layers=2, decay=0.5)
+  assert float(scales["classifier"]["kernel"]) == 1.0
+  assert float(scales["bert"]["pooler"]["kernel"]) == 1.0
+  assert float(scales["bert"]["encoder"]["layer_1"]["w"]) == 0.5
+  assert float(scales["bert"]["encoder"]["layer_0"]["w"]) == 0.25
+  assert float(scales["bert"]["embeddings"]["w"]) == 0.125
+  c = finetune_glue.get_config("task=mrpc,init=none")
+  c.train.warmup_proportion = 0.0
+  c.train.weight_decay = 0.0
+  grads = jax.tree_util.tree_map(jnp.ones_like, params)
+  plain, _ = finetune.create_optimizer(c.train, 10, 2)
+  c.train.layerwise_lr_decay = 0.5
+  decayed, _ = finetune.create_optimizer(c.train, 10, 2)
+  u0, _ = plain.update(grads, plain.init(params), params)
+  u1, _ = decayed.update(grads, decayed.init(params), params)
+  ratio = jax.tree_util.tree_map(lambda a, b: b / a, u0, u1)
+  np.testing.assert_allclose(ratio["bert"]["embeddings"]["w"], 0.125, rtol=1e-6)
+  np.testing.assert_allclose(ratio["classifier"]["kernel"], 1.0, rtol=1e-6)
+
+
+def test_init_from_a_bert_jax_pretraining_checkpoint(tmp_path):
+  """The encoder of a pretraining checkpoint (orbax, item 'state') becomes 'bert'."""
+  import jax
+  import optax
+  from bert_jax import parallel
+  from bert_jax.models import BertForPreTraining
+  from bert_jax.train import checkpoint, state as state_lib
+  c = tiny(finetune_glue.get_config("task=mrpc,init=none,size=tiny"))
+  mesh = parallel.create_mesh(c.mesh)
+  dummy = np.zeros((1, 8), np.int32)
+  st, _ = state_lib.create_sharded_state(BertForPreTraining(c.model), optax.sgd(0.1),
+                                         (dummy, dummy, dummy), jax.random.PRNGKey(3),
+                                         mesh, parallel.logical_axis_rules(c.mesh))
+  ck = checkpoint.Checkpointer(str(tmp_path / "checkpoints"))
+  ck.save(7, st, {"epoch": 0, "batch": 0})
+  ck.close()
+  loaded = finetune.load_bert_jax_workdir(str(tmp_path))
+  assert set(loaded) == {"bert"}
+  np.testing.assert_array_equal(
+      loaded["bert"]["embeddings"]["word_embeddings"]["embedding"],
+      np.asarray(st.params["bert"]["embeddings"]["word_embeddings"]["embedding"]))
+
+
+def test_sweep_table_takes_the_median_over_seeds():
+  from experiments import sweep
+  runs = [{"lr": lr, "seed": s, "select_metric": "score",
+           "best": {"epoch": 1, "eval": {"validation": {"score": v}}}}
+          for lr, s, v in [(2e-5, 0, 0.70), (2e-5, 1, 0.90), (2e-5, 2, 0.72),
+                           (5e-5, 0, 0.75), (5e-5, 1, 0.74), (5e-5, 2, 0.10)]]
+  table = sweep.summarize(runs)
+  assert [r["median"] for r in table["rows"]] == [0.72, 0.74]
+  assert table["best_lr"] == 5e-5
+  md = sweep.markdown(table, "rte")
+  assert "| 5e-05 **best** | 74.00 | 10.00 | 75.00 | 3 |" in md

@@ -309,8 +309,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   loaded, tok = initial_weights_and_tokenizer(config)
   task = tasks_lib.get_task(d, tok)
   if task.train_split is None:
-    raise ValueError(f"task {task.name} has no training split; fine-tune on mnli and "
-                     "predict ax with data.task=ax and init.checkpoint of that run")
+    raise ValueError(f"config field data.task={task.name!r} has no training split; "
+                     "data.task='mnli' trains on MNLI and predicts AX (AX.tsv)")
   train_examples = task.load(task.train_split)
   train_features = task.featurize(train_examples, task.train_split)
   evals = {s: task.load(s) for s in task.eval_splits}

@@ -3,7 +3,8 @@
 Splits are the tfds names (`train`, `validation`, `test`; MNLI has `validation_matched`,
 `validation_mismatched`, `test_matched`, `test_mismatched`; AX only `test`). Label ids
 follow tfds (`label_names`); TSV label strings map onto them through `tsv_labels`.
-Test-set predictions are written in the GLUE server's format: `<Task>.tsv` with an
+An MNLI run also predicts the diagnostic set AX (split name `ax`), as the GLUE server
+wants AX predictions from the MNLI model. Test-set predictions are written in the GLUE server's format: `<Task>.tsv` with an
 `index<TAB>prediction` header, labels written as the server expects (strings for the
 NLI tasks, 0/1 otherwise, a float for STS-B).
 """
@@ -56,7 +57,8 @@ TASKS = {t.name: t for t in [
     GlueTask("qqp", ("question1", "question2"), ("not_duplicate", "duplicate"), "QQP",
              {"test": "QQP.tsv"}),
     GlueTask("mnli", ("premise", "hypothesis"), NLI3, "MNLI",
-             {"test_matched": "MNLI-m.tsv", "test_mismatched": "MNLI-mm.tsv"},
+             {"test_matched": "MNLI-m.tsv", "test_mismatched": "MNLI-mm.tsv",
+              "ax": "AX.tsv"},
              eval_splits=("validation_matched", "validation_mismatched"), tsv_labels=NLI3),
     GlueTask("qnli", ("question", "sentence"), NLI2, "QNLI", {"test": "QNLI.tsv"},
              tsv_labels=NLI2),
@@ -76,7 +78,8 @@ def get(name: str) -> GlueTask:
 
 
 def is_test_split(split: str) -> bool:
-    return split.startswith("test")
+    """Unlabelled splits; 'ax' is the diagnostic set an MNLI model predicts."""
+    return split.startswith("test") or split == "ax"
 
 
 def from_tfds_record(task: GlueTask, r: dict) -> dict:
