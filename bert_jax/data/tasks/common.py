@@ -92,7 +92,10 @@ class SentencePieceOffsets:
         self.vocab_size = spm_tokenizer.vocab_size
 
     def encode(self, text: str) -> tuple[list[int], list[tuple[int, int]]]:
-        proto = self._sp.encode(text, out_type="immutable_proto")
+        try:  # sentencepiece >= 0.2.1 names it 'proto', older ones 'immutable_proto'
+            proto = self._sp.encode(text, out_type="proto")
+        except (ValueError, TypeError, RuntimeError):
+            proto = self._sp.encode(text, out_type="immutable_proto")
         raw = text.encode("utf-8")
         # byte offset -> char offset
         char_at = np.cumsum([0] + [len(c.encode("utf-8")) for c in text])
