@@ -101,3 +101,21 @@ def test_sentencepiece_offsets_map_pieces_to_text(tmp_path):
     if not piece.startswith("<"):       # byte-fallback pieces cover part of a char
       assert text[s:e].strip() == piece.strip()
   assert np.all(np.diff([s for s, _ in offsets]) >= 0)
+
+
+def test_multilabel_and_regression_features_and_predictions():
+  from bert_jax.data.tasks import classification
+  tok = common.WordPiece(VOCAB)
+  exs = [{"text_a": "a b", "text_b": None, "label": [0, 2], "idx": 0},
+         {"text_a": "c", "text_b": None, "label": [], "idx": 1}]
+  f = classification.featurize(exs, tok, 8, 4, "multilabel", 3)
+  np.testing.assert_array_equal(f["label"], [[1, 0, 1], [0, 0, 0]])
+  preds = classification.predictions(np.array([[2.0, -1.0, 0.1], [-3.0, -0.1, -2.0]]),
+                                     "multilabel")
+  np.testing.assert_array_equal(preds, [[1, 0, 1], [0, 0, 0]])
+  with pytest.raises(ValueError, match=r"label \[0, 3\]; the head has num_labels=3"):
+    classification.featurize([{"text_a": "a", "label": [0, 3], "idx": 5}], tok, 8, 4,
+                             "multilabel", 3)
+  r = classification.featurize([{"text_a": "a", "label": 4.2, "idx": 0}], tok, 8, 4,
+                               "regression", 1)
+  assert r["label"].dtype == np.float32 and r["label"][0] == pytest.approx(4.2)

@@ -290,9 +290,11 @@ def _evaluate(task, p_predict, state, data, keys, batch_size, mesh, out_dir) -> 
   results = {}
   for split, (examples, features) in data.items():
     outputs = predict(p_predict, state, features, keys, batch_size, mesh)
-    if jax.process_index() == 0:
+    writes = jax.process_index() == 0   # every process scores, process 0 writes
+    if writes:
       os.makedirs(out_dir, exist_ok=True)
-    results[split] = task.evaluate(examples, features, outputs, split, out_dir)
+    results[split] = task.evaluate(examples, features, outputs, split,
+                                   out_dir if writes else None)
   return results
 
 

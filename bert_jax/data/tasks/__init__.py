@@ -7,7 +7,8 @@
     load(split) -> examples                 (tfds `data_source` or local files)
     featurize(examples, split) -> features  (numpy arrays, one row per window)
     evaluate(examples, features, outputs, split, out_dir) -> metrics (and writes the
-        official prediction files; `outputs` are the model's numpy outputs per feature)
+        official prediction files into out_dir unless it is None, as on processes
+        other than 0; `outputs` are the model's numpy outputs per feature)
 
 Task names: the GLUE tasks (`cola sst2 mrpc stsb qqp mnli qnli rte wnli ax`),
 `squad_v1.1`, `squad_v2.0`, `conll2003`, and `jsonl` (your own sentence(-pair) task
@@ -111,17 +112,16 @@ class SequenceTask(Task):
         logits = classification.combine(outputs["logits"], features["example_index"],
                                         len(examples))
         preds = classification.predictions(logits, self.kind)
+        if out_dir and self.spec is not None and not self.labelled(split):
+            glue.write_submission(self.spec, split, examples, preds, out_dir)
+        elif out_dir and self.spec is None:
+            _write_jsonl(os.path.join(out_dir, f"{split}_predictions.jsonl"), examples,
+                         preds)
         if not self.labelled(split):
-            if self.spec is not None:
-                glue.write_submission(self.spec, split, examples, preds, out_dir)
-            else:
-                _write_jsonl(os.path.join(out_dir, f"{split}_predictions.jsonl"),
-                             examples, preds)
             return {}
         labels = [ex["label"] for ex in examples]
         if self.spec is not None:
             return glue.score(self.spec, split, preds, labels)
-        _write_jsonl(os.path.join(out_dir, f"{split}_predictions.jsonl"), examples, preds)
         return _jsonl_metrics(self.kind, preds, labels)
 
 
@@ -180,8 +180,9 @@ class SquadTask(Task):
             version=self.version, n_best_size=d.n_best_size,
             max_answer_length=d.max_answer_length,
             null_score_diff_threshold=d.null_score_diff_threshold)
-        squad.write_predictions(os.path.join(out_dir, split), preds, odds, nbest,
-                                self.version)
+        if out_dir:
+            squad.write_predictions(os.path.join(out_dir, split), preds, odds, nbest,
+                                    self.version)
         return squad.score(examples, preds, self.version, odds, d.null_score_diff_threshold)
 
 
@@ -204,7 +205,8 @@ class NerTask(Task):
 
     def evaluate(self, examples, features, outputs, split, out_dir):
         preds = ner.postprocess(examples, features, outputs["logits"])
-        ner.write_predictions(examples, preds, os.path.join(out_dir, f"{split}.conll"))
+        if out_dir:
+            ner.write_predictions(examples, preds, os.path.join(out_dir, f"{split}.conll"))
         return ner.score(examples, preds)
 
 
