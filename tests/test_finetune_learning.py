@@ -9,7 +9,6 @@ pretrained encoder has and a randomly initialised one cannot get from 100 senten
 """
 import json
 
-
 from bert_jax.train import finetune
 from configs import finetune_glue
 
