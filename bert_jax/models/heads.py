@@ -1,4 +1,5 @@
-"""Pretraining heads on top of `BertModel`: masked LM (tied decoder) and NSP.
+"""Heads on top of `BertModel`: pretraining (masked LM with tied decoder, NSP) and the
+fine-tuning task heads.
 
 `BertForPreTraining(cfg)` is the public entry point (API kept stable):
 
@@ -9,6 +10,16 @@
     out['nsp_logits']       [batch, 2]
     out['sequence_output']  [batch, length, hidden]
     out['pooled_output']    [batch, hidden]
+
+Task heads (dropout at `hidden_dropout_prob`, then one dense layer, as BERT's paper):
+
+    BertForSequenceClassification(cfg, num_labels)  pooled -> 'logits' [batch, labels]
+        (classification: softmax; multi-label: sigmoid per label; regression: 1 label)
+    BertForQuestionAnswering(cfg)     sequence -> 'start_logits', 'end_logits' [batch, length]
+    BertForTokenClassification(cfg, num_labels)  sequence -> 'logits' [batch, length, labels]
+
+Their parameter trees are {'bert': ..., 'classifier': {'kernel', 'bias'}}, so an
+imported or pretrained encoder drops into 'bert'.
 
 Scoring only the masked positions (gathered by `masked_lm_positions`, as the original
 BERT `get_masked_lm_output` does) saves the [length, vocab] projection for the ~85% of
@@ -65,3 +76,57 @@ class BertForPreTraining(nn.Module):
     mlm_logits = self.mlm(hidden, self.bert.embeddings)
     nsp_logits = self.nsp(out["pooled_output"]).astype(jnp.float32)
     return {**out, "mlm_logits": mlm_logits, "nsp_logits": nsp_logits}
+
+
+class _TaskHead(nn.Module):
+  """BertModel, dropout, one dense 'classifier' over the pooled or sequence output."""
+  cfg: Any
+  num_labels: int
+  on_sequence: bool = False
+  head_dropout: bool = True
+
+  def setup(self):
+    if self.num_labels < 1:
+      raise ValueError(f"a task head needs num_labels >= 1, got {self.num_labels}")
+    self.bert = BertModel(self.cfg)
+    self.dropout = nn.Dropout(self.cfg.hidden_dropout_prob)
+    self.classifier = dense(self.cfg, self.num_labels, ("embed", "classes"), "classifier")
+
+  def logits(self, input_ids, token_type_ids, attention_mask, deterministic):
+    out = self.bert(input_ids, token_type_ids, attention_mask, deterministic)
+    h = out["sequence_output"] if self.on_sequence else out["pooled_output"]
+    if self.head_dropout:
+      h = self.dropout(h, deterministic=deterministic)
+    return out, self.classifier(h).astype(jnp.float32)
+
+
+class BertForSequenceClassification(_TaskHead):
+  """'logits' [batch, num_labels] from the pooled [CLS] output."""
+
+  def __call__(self, input_ids, token_type_ids=None, attention_mask=None,
+               deterministic: bool = True):
+    out, logits = self.logits(input_ids, token_type_ids, attention_mask, deterministic)
+    return {**out, "logits": logits}
+
+
+class BertForTokenClassification(_TaskHead):
+  """'logits' [batch, length, num_labels] from every position."""
+  on_sequence: bool = True
+
+  def __call__(self, input_ids, token_type_ids=None, attention_mask=None,
+               deterministic: bool = True):
+    out, logits = self.logits(input_ids, token_type_ids, attention_mask, deterministic)
+    return {**out, "logits": logits}
+
+
+class BertForQuestionAnswering(_TaskHead):
+  """'start_logits', 'end_logits' [batch, length]; no dropout before the span layer
+  (as run_squad.py)."""
+  num_labels: int = 2
+  on_sequence: bool = True
+  head_dropout: bool = False
+
+  def __call__(self, input_ids, token_type_ids=None, attention_mask=None,
+               deterministic: bool = True):
+    out, logits = self.logits(input_ids, token_type_ids, attention_mask, deterministic)
+    return {**out, "start_logits": logits[..., 0], "end_logits": logits[..., 1]}

