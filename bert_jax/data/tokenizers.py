@@ -293,3 +293,21 @@ def _read_options(path: str) -> dict | None:
             return json.load(f)
     except (OSError, ValueError):
         return None
+
+
+def load_tokenizer(path: str, lowercase: bool | None = None):
+    """A ``SentencePieceTokenizer`` (``.model``) or ``WordPieceTokenizer`` (``vocab.txt``).
+
+    Args:
+      path: a SentencePiece ``.model`` file, or a WordPiece ``vocab.txt`` (or the
+        directory holding one).
+      lowercase: WordPiece only: uncased basic tokenisation; None reads
+        ``tokenizer_config.json`` beside the vocab or infers it from the vocab.
+    """
+    from bert_jax.data import wordpiece  # pylint: disable=import-outside-toplevel
+    if path.endswith(".txt") or os.path.isdir(path):
+        return wordpiece.WordPieceTokenizer.load(path, lowercase=lowercase)
+    if path.endswith(".model"):
+        return SentencePieceTokenizer.load(path)
+    raise ValueError(f"Tokenizer {path}: expected a SentencePiece '.model' file or a WordPiece "
+                     "'vocab.txt' (or its directory)")
