@@ -224,12 +224,17 @@ class SentencePieceTokenizer:
         A piece begins a word when it starts with '▁', is a special token, or starts
         with a CJK ideograph, kana or hangul; continuation pieces are False.
         """
-        ids = np.asarray(ids)
-        if ids.size and (ids.min() < 0 or ids.max() >= self.vocab_size):
-            raise ValueError(
-                f"word_start_mask: expected ids in [0, {self.vocab_size}), "
-                f"found [{ids.min()}, {ids.max()}]")
-        return self._word_start_table[ids]
+        return lookup_word_starts(self._word_start_table, ids)
+
+
+def lookup_word_starts(table: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """``table[ids]`` for a [vocab] bool table, with a range check naming the bounds."""
+    ids = np.asarray(ids)
+    if ids.size and (ids.min() < 0 or ids.max() >= len(table)):
+        raise ValueError(
+            f"word_start_mask: expected ids in [0, {len(table)}), "
+            f"found [{ids.min()}, {ids.max()}]")
+    return table[ids]
 
 
 def _sentences(documents: Iterable[Sequence[str]]) -> Iterator[str]:

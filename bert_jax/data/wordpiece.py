@@ -26,6 +26,8 @@ import numpy as np
 import tokenizers as hf_tokenizers
 from tokenizers import decoders, models, normalizers, pre_tokenizers
 
+from bert_jax.data import tokenizers
+
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 CONTINUATION_PREFIX = "##"
 MAX_INPUT_CHARS_PER_WORD = 100  # as google-research/bert tokenization.py
@@ -170,9 +172,4 @@ class WordPieceTokenizer:
 
     def word_start_mask(self, ids: np.ndarray) -> np.ndarray:
         """Same shape as ``ids``, True where a piece begins a word (not ``##``)."""
-        ids = np.asarray(ids)
-        if ids.size and (ids.min() < 0 or ids.max() >= self.vocab_size):
-            raise ValueError(
-                f"word_start_mask: expected ids in [0, {self.vocab_size}), "
-                f"found [{ids.min()}, {ids.max()}]")
-        return self._word_start_table[ids]
+        return tokenizers.lookup_word_starts(self._word_start_table, ids)
