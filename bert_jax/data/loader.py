@@ -24,6 +24,8 @@ from bert_jax.data import masking
 
 Batch = dict[str, np.ndarray]
 
+BATCH_KEYS = ("input_ids", "token_type_ids", "attention_mask", "masked_lm_positions",
+              "masked_lm_ids", "masked_lm_weights", "next_sentence_label")
 EXAMPLE_KEYS = ("input_ids", "token_type_ids", "attention_mask", "next_sentence_label")
 _REQUIRED_MASK_KWARGS = frozenset({"mask_id", "vocab_size", "first_normal_id", "special_ids"})
 _OPTIONAL_MASK_KWARGS = frozenset({"masked_lm_prob", "max_predictions_per_seq", "word_start_table"})

@@ -333,6 +333,7 @@ def _install_tokenizer(args, options: Options, directory: str) -> tuple[str, dic
         "file": os.path.relpath(target, directory),
         "sha256": _sha256(target),
         "vocab_size": tok.vocab_size,
+        "pad_id": tok.pad_id,
         "kind": type(tok).__name__,
         "lowercase": getattr(tok, "lowercase", None),
     }
