@@ -273,7 +273,7 @@ def _tfds_documents(spec: str, stats: dict[str, int]) -> Iterator[list[str]]:
     except Exception as e:  # tfds raises assorted types for a missing or unprepared set
         raise FileNotFoundError(
             f"Corpus spec {spec!r}: tfds dataset {name!r} split {split!r} could not be "
-            f"opened ({type(e).__name__}: {e}); prepare it first with `tfds build {name}` "
+            f"opened ({type(e).__name__}: {str(e).splitlines()[0]}); prepare it first with `tfds build {name}` "
             "(needs network) or point TFDS_DATA_DIR at a prepared copy") from None
     for index in range(len(source)):
         record = source[index]

@@ -29,7 +29,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import grain
 import numpy as np
@@ -278,6 +278,23 @@ class GrainPretrainingLoader:
         for batch in self._dataset(self._batch):
             self._batch += 1
             yield batch
+
+
+class Phase(NamedTuple):
+    """A sequence-length phase: from ``start_step`` on, batches of ``split``."""
+    start_step: int
+    split: PreparedSplit
+    max_predictions: int
+
+
+class PhasedSplits:
+    """Training splits by phase; ``len(x['input_ids'])`` is the first phase's size."""
+
+    def __init__(self, phases: Sequence[Phase]):
+        self.phases = list(phases)
+
+    def __getitem__(self, key: str) -> range:
+        return self.phases[0].split[key]
 
 
 class PhasedLoader:
