@@ -326,3 +326,41 @@ def test_tfds_unprepared_dataset_is_named(tmp_path, monkeypatch):
     monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path))
     with pytest.raises(FileNotFoundError, match="tfds dataset 'no_such_corpus_xyz'.*tfds build"):
         list(corpora.iter_documents("tfds:no_such_corpus_xyz:train"))
+
+
+# ----------------------------------------------------------------------------------
+# The pretraining job on prepared data.
+
+
+def _job_config(**data):
+    from configs import pretrain as pretrain_config  # pylint: disable=import-outside-toplevel
+    c = pretrain_config.get_config(f"tiny,vocab=30522,seq={LENGTH},batch=8,steps=4")
+    c.model.update(hidden_size=32, num_heads=2, intermediate_size=64, num_layers=1)
+    c.data.max_predictions_per_seq = 10
+    c.data.update(data)
+    c.train.update(log_every_steps=2, eval_every_steps=4, eval_batches=1,
+                   checkpoint_every_steps=4)
+    return c
+
+
+def test_pretraining_job_on_phases_of_prepared_data(corpus_glob, prepared, tmp_path):
+    from bert_jax.train import pretrain  # pylint: disable=import-outside-toplevel
+    long_dir = str(tmp_path / "p128")
+    prepare.prepare(_args(corpus_glob, long_dir, max_seq_length=128, max_predictions_per_seq=20))
+    config = _job_config(phases=f"0:{prepared}:10,2:{long_dir}:20")
+    result = pretrain.train_and_evaluate(config, str(tmp_path / "run"))
+    assert np.isfinite(result["eval"]["mlm_loss"])
+    with pytest.raises(ValueError, match="has 30522 pieces but config field model.vocab_size=8192"):
+        pretrain.prepare_data(_with_vocab(_job_config(prepared_dir=prepared), 8192),
+                              str(tmp_path / "bad"))
+    with pytest.raises(ValueError, match="data.phases.*STEP:DIR"):
+        pretrain.prepare_data(_job_config(phases="x:y"), str(tmp_path / "bad2"))
+    with pytest.raises(ValueError, match="data.max_seq_length=128, but .* max_seq_length=64"):
+        config = _job_config(prepared_dir=prepared)
+        config.data.max_seq_length = 128
+        pretrain.prepare_data(config, str(tmp_path / "bad3"))
+
+
+def _with_vocab(config, vocab_size):
+    config.model.vocab_size = vocab_size
+    return config
