@@ -39,7 +39,7 @@ from bert_jax.data import loader, masking, prepare, records
 Batch = dict[str, np.ndarray]
 _MAX_BATCHES = 2**62  # "forever"
 _FEISTEL_ROUNDS = 4
-_READER_OPTIONS = "readahead_buffer_size:0"  # random access
+_READER_OPTIONS = "readahead_buffer_size:0,max_parallelism:1"  # random access; threads are ours
 
 
 def permute(positions: np.ndarray, n: int, seed: int, shuffle: bool = True) -> np.ndarray:

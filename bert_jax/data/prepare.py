@@ -48,7 +48,7 @@ SHARD_SUFFIX = ".arrayrecord"
 TOKENIZER_DIR = "tokenizer"
 SPLITS = ("train", "eval")
 _TOP_TOKENS = 64  # per shard, for the most-frequent-token baseline
-_WRITER_OPTIONS = "group_size:1"  # one record per chunk: fast random access
+_WRITER_OPTIONS = "group_size:1,snappy"  # a record per chunk, cheap to decompress: random access
 
 
 @dataclasses.dataclass(frozen=True)
