@@ -170,6 +170,20 @@ def test_static_masking_and_sop(corpus_glob, tmp_path):
     assert first["input_ids"].shape == (8, LENGTH)
 
 
+def test_trains_a_sentencepiece_tokenizer_when_none_is_given(corpus_glob, tmp_path):
+    out = str(tmp_path / "spm")
+    args = _args(corpus_glob, out, vocab_size=700, tokenizer_input_sentence_size=20000)
+    args.tokenizer = ""
+    manifest = prepare.prepare(args)
+    assert manifest["tokenizer"]["kind"] == "SentencePieceTokenizer"
+    assert manifest["tokenizer"]["vocab_size"] == 700
+    split = grain_loader.PreparedSplit(out)
+    tok = tokenizers.load_tokenizer(split.tokenizer_path)
+    kwargs = loader.masking_kwargs(tok, 0.15, 10, whole_word_masking=True)
+    batch = next(iter(grain_loader.GrainPretrainingLoader(split, 8, 0, kwargs)))
+    assert batch["input_ids"].max() < 700 and (batch["input_ids"][:, 0] == tok.cls_id).all()
+
+
 def test_full_sentence_packing(corpus_glob, tmp_path):
     out = str(tmp_path / "packed")
     prepare.prepare(_args(corpus_glob, out, objective="none"))

@@ -10,8 +10,8 @@ randomness seeded by ``(seed, e, i)``, so a global batch is the same whether one
 process or several split it, and a resumed run sees the very batches it would have.
 
 The position is ``state() == {'epoch': e, 'batch': k}``, the next batch to yield;
-``restore(state)`` resumes there. A grain-based, file-backed loader will replace
-this one for corpora that do not fit in memory.
+``restore(state)`` resumes there. Corpora that do not fit in memory go through
+``prepare.py`` and the file-backed ``grain_loader.GrainPretrainingLoader``.
 """
 from __future__ import annotations
 
