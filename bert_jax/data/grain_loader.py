@@ -177,7 +177,9 @@ class GrainPretrainingLoader:
           process_index, process_count: this process's rows of every batch.
           repeat: forever, or stop after the batches of one epoch (the rest dropped).
           prefetch_threads, prefetch_buffer_size: background threads and batches ready.
-          worker_count: > 0 prefetches in that many worker processes instead.
+          worker_count: > 0 prefetches in that many grain worker processes instead
+            (``mp_prefetch``; needs absl flags parsed, as in ``main.py``; same batches
+            as threads, checked by hand, not in the tests).
         """
         loader._check_mask_kwargs(mask_kwargs)  # pylint: disable=protected-access
         if not 0 <= process_index < process_count:

@@ -158,6 +158,12 @@ def prepare_data(config, workdir: str) -> PretrainingData:
   phases = _phases(d)
   if phases:
     return _prepared_data(config, workdir, phases)
+  if d.objective not in pretraining.OBJECTIVES:
+    raise ValueError(f"config field data.objective={d.objective!r}: expected one of "
+                     f"{pretraining.OBJECTIVES}")
+  if d.on_bad_utf8 not in corpora.BAD_UTF8_POLICIES:
+    raise ValueError(f"config field data.on_bad_utf8={d.on_bad_utf8!r}: expected one of "
+                     f"{corpora.BAD_UTF8_POLICIES}")
   stats = {}
   docs = corpora.load_corpus(d.corpus, on_bad_utf8=d.on_bad_utf8, stats=stats)
   if stats:
