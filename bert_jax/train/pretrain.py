@@ -89,12 +89,15 @@ def _lowercase(d):
   return _LOWERCASE[d.tokenizer_lowercase]
 
 
-def load_tokenizer(d, model_cfg, documents, workdir: str, path: str = ""):
+def load_tokenizer(d, model_cfg, documents, workdir: str, path: str = "",
+                   lowercase: bool | None = None):
   """The tokenizer at `path` (else data.tokenizer_path: SentencePiece .model or
-  WordPiece vocab.txt), or one trained on `documents` (process 0, cached)."""
+  WordPiece vocab.txt), or one trained on `documents` (process 0, cached).
+  `lowercase` is the default when data.tokenizer_lowercase is 'auto'."""
   path = path or d.tokenizer_path
   if path:
-    tok = tokenizers.load_tokenizer(path, lowercase=_lowercase(d))
+    lower = _lowercase(d)
+    tok = tokenizers.load_tokenizer(path, lowercase=lowercase if lower is None else lower)
     where = f"the tokenizer {path}" if path != d.tokenizer_path else (
         f"data.tokenizer_path={path!r}")
   else:
@@ -145,7 +148,8 @@ def _prepared_data(config, workdir: str, phases) -> PretrainingData:
     raise ValueError(
         f"config field data.max_seq_length={d.max_seq_length}, but {splits[0].directory} was "
         f"prepared with max_seq_length={splits[0].max_seq_length}; they must match")
-  tok = load_tokenizer(d, config.model, None, workdir, path=splits[0].tokenizer_path)
+  tok = load_tokenizer(d, config.model, None, workdir, path=splits[0].tokenizer_path,
+                       lowercase=splits[0].manifest["tokenizer"]["lowercase"])
   train = splits[0] if len(splits) == 1 else grain_loader.PhasedSplits(
       [grain_loader.Phase(start, split, max_predictions)
        for (start, _, max_predictions), split in zip(phases, splits)])
