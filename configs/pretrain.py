@@ -5,6 +5,15 @@ The argument after the colon picks a size and optional short overrides:
   # The embedded demo: tiny BERT on CPython's own documentation text, ~4 min on 2 cores.
   python -m bert_jax.main --config=configs/pretrain.py:tiny --workdir=/tmp/bert_tiny
 
+  # Prepared shards (one worker per core) with a WordPiece vocab, then train on them;
+  # two sequence-length phases as the paper (90% of steps at 128, then 512):
+  python -m bert_jax.data.prepare --corpus='/data/wiki/*.txt' --tokenizer=vocab.txt \
+      --output_dir=/data/p128 --max_seq_length=128 --eval_fraction=0.01
+  python -m bert_jax.data.prepare --corpus='/data/wiki/*.txt' --tokenizer=vocab.txt \
+      --output_dir=/data/p512 --max_seq_length=512 --max_predictions_per_seq=80
+  python -m bert_jax.main --config=configs/pretrain.py:base,vocab=30522 \
+      --config.data.phases=0:/data/p128:20,900000:/data/p512:80 --workdir=/tmp/bert_base
+
   # Any size, longer run, other corpus (original BERT text format: one sentence per
   # line, a blank line between documents):
   python -m bert_jax.main --config=configs/pretrain.py:base,vocab=32000 \
@@ -37,8 +46,17 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.mesh = common.mesh_config()
 
   c.data = d = ml_collections.ConfigDict()
-  d.corpus = "embedded"           # 'embedded' (CPython docs text) or file glob(s), comma-separated
-  d.tokenizer_path = ""           # a SentencePiece .model; '' = train one on the corpus (cached in workdir)
+  # In-memory path: the corpus is read, tokenized and turned into examples at start-up.
+  d.corpus = "embedded"           # 'embedded' (CPython docs), file globs (BERT text / .jsonl), comma-separated, or 'tfds:NAME[:SPLIT]'
+  d.on_bad_utf8 = "error"         # error | skip (skipped lines are counted and logged)
+  d.objective = "nsp"             # nsp (BERT) | sop (ALBERT sentence order) | none (RoBERTa full-sentence packing)
+  # File-backed path: examples prepared by `python -m bert_jax.data.prepare` (tokenizer,
+  # objective, lengths and masking are the prepared directory's; its manifest says which).
+  d.prepared_dir = ""             # '' = build in memory from data.corpus
+  d.phases = ""                   # 'STEP:DIR[:MAX_PREDICTIONS],...' e.g. '0:/p128:20,900000:/p512:80'; overrides prepared_dir
+  d.loader_prefetch_threads = 2   # background threads preparing batches (file-backed loader)
+  d.tokenizer_path = ""           # a SentencePiece .model or WordPiece vocab.txt; '' = train SentencePiece on the corpus (cached in workdir)
+  d.tokenizer_lowercase = "auto"  # WordPiece basic tokenisation: auto (tokenizer_config.json / the vocab) | true | false
   d.tokenizer_model_type = "unigram"      # unigram | bpe (when training)
   d.tokenizer_input_sentence_size = 1_000_000  # sentences sampled to train the tokenizer
   d.max_seq_length = a.seq

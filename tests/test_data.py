@@ -219,6 +219,74 @@ def test_example_errors(tokenized):
         _examples(tokenized[:1])
 
 
+def _unique_token_corpus(num_docs=30, seed=0):
+    """Documents whose tokens are consecutive unique ids: order and origin are visible."""
+    rng = np.random.default_rng(seed)
+    documents, next_id = [], 10
+    for _ in range(num_docs):
+        doc = []
+        for _ in range(int(rng.integers(1, 12))):
+            size = int(rng.integers(1, 40))
+            doc.append(list(range(next_id, next_id + size)))
+            next_id += size
+        documents.append(doc)
+    return documents
+
+
+def _segments(ids, mask):
+    tokens = ids[:mask.sum()]
+    seps = np.flatnonzero(tokens == tokenizers.SEP_ID)
+    return tokens, seps
+
+
+def test_sop_segments_are_consecutive_and_swapped_by_label():
+    docs = _unique_token_corpus()
+    ex = _examples(docs, max_seq_length=48, objective="sop", dupe_factor=4)
+    labels = ex["next_sentence_label"]
+    assert 0.4 < labels.mean() < 0.6 and len(labels) > 100
+    assert (ex["random_doc_index"] == -1).all()
+    doc_of = {t: d for d, doc in enumerate(docs) for s in doc for t in s}
+    for ids, mask, label, doc in zip(ex["input_ids"], ex["attention_mask"], labels,
+                                     ex["doc_index"]):
+        tokens, seps = _segments(ids, mask)
+        a, b = tokens[1:seps[0]], tokens[seps[0] + 1:-1]
+        assert len(tokens) <= 48 and len(seps) == 2 and len(a) and len(b)
+        for segment in (a, b):  # contiguous runs of one document
+            assert (np.diff(segment) == 1).all()
+            assert {doc_of[t] for t in segment} == {doc}
+        assert (a[-1] < b[0]) == (label == 0)
+
+
+def test_full_sentence_packing_without_nsp():
+    docs = _unique_token_corpus()
+    length = 40
+    ex = _examples(docs, max_seq_length=length, objective="none", dupe_factor=1)
+    assert (ex["next_sentence_label"] == 0).all() and (ex["token_type_ids"] == 0).all()
+    doc_of = {t: d for d, doc in enumerate(docs) for s in doc for t in s}
+    seen = []
+    for ids, mask in zip(ex["input_ids"], ex["attention_mask"]):
+        tokens, seps = _segments(ids, mask)
+        assert tokens[0] == tokenizers.CLS_ID and seps[-1] == len(tokens) - 1
+        content = tokens[1:-1]
+        # A [SEP] inside the row exactly where the document changes.
+        for left, sep, right in zip(content, content[1:], content[2:]):
+            if sep == tokenizers.SEP_ID:
+                assert doc_of[left] != doc_of[right]
+        words = content[content != tokenizers.SEP_ID]
+        changes = np.flatnonzero(np.diff([doc_of[t] for t in words]) != 0)
+        assert len(changes) == (content == tokenizers.SEP_ID).sum()
+        seen.extend(words.tolist())
+    all_tokens = [t for doc in docs for s in doc for t in s]
+    assert sorted(seen) == all_tokens  # every token exactly once per pass
+    sizes = ex["attention_mask"].sum(1)
+    assert sizes.mean() > 0.7 * length  # rows filled up to the next sentence that fits
+
+
+def test_unknown_objective():
+    with pytest.raises(ValueError, match="objective: expected one of"):
+        _examples(_unique_token_corpus(), objective="mlm")
+
+
 # ----------------------------------------------------------------------------------
 # Loader.
 

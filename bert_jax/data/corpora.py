@@ -4,19 +4,29 @@ A corpus is a ``list[list[str]]``: documents, each a list of sentences. Document
 boundaries matter because next-sentence prediction never pairs sentences across
 documents, except on purpose for its random "not next" half.
 
-Two sources:
-  * ``embedded_corpus()``: real English prose shipped with every CPython install
-    (the ``pydoc`` help topics and the docstrings of the standard library), so tests
-    and smoke runs need no network and no data download.
-  * ``read_text_corpus(pattern)``: local files in the original BERT format, one
-    sentence per line and a blank line between documents.
+Sources, named by a spec string (``iter_documents(spec)`` streams, ``load_corpus``
+returns a list):
+  * ``embedded``: real English prose shipped with every CPython install (the
+    ``pydoc`` help topics and the docstrings of the standard library), so tests and
+    smoke runs need no network and no data download;
+  * comma-separated file globs: files in the original BERT format (one sentence per
+    line, a blank line between documents), or JSON lines (``*.jsonl`` / ``*.json``:
+    one document per line, its text under ``"text"``, split into sentences at line
+    breaks and sentence ends);
+  * ``tfds:NAME[:SPLIT]`` (e.g. ``tfds:wikipedia/20230601.en:train``): a prepared
+    TensorFlow Datasets corpus read through ``tfds.data_source`` (ArrayRecord, no
+    TensorFlow), text under its ``text`` feature. The data must already be prepared
+    in the tfds data dir; nothing is downloaded here.
 
-``load_corpus(spec)`` picks one of them from a config string.
+Lines that are not UTF-8 stop the read with an error naming file and line, or, with
+``on_bad_utf8='skip'``, are skipped and counted in ``stats['skipped_lines']``; JSON
+documents without text are skipped and counted in ``stats['empty_documents']``.
 """
 from __future__ import annotations
 
 import ast
 import glob
+import json
 import os
 import re
 import sysconfig
@@ -29,6 +39,9 @@ import tqdm
 Corpus = list[list[str]]
 
 EMBEDDED = "embedded"
+TFDS_PREFIX = "tfds:"
+JSON_SUFFIXES = (".jsonl", ".json")
+BAD_UTF8_POLICIES = ("error", "skip")
 
 _SKIPPED_DIRS = frozenset(
     {"site-packages", "dist-packages", "test", "tests", "idlelib", "lib2to3", "__pycache__"})
@@ -156,43 +169,148 @@ def _expand_patterns(pattern: str | Sequence[str]) -> list[str]:
     return files
 
 
-def _decode_line(raw: bytes, path: str, line_number: int) -> str:
+def _decode_line(raw: bytes, path: str, line_number: int, on_bad_utf8: str,
+                 stats: dict[str, int]) -> str | None:
+    """The line as text; None when it is not UTF-8 and ``on_bad_utf8='skip'``."""
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as e:
+        if on_bad_utf8 == "skip":
+            stats["skipped_lines"] = stats.get("skipped_lines", 0) + 1
+            return None
         raise ValueError(
             f"{path}:{line_number}: expected UTF-8 text, found byte "
-            f"0x{raw[e.start]:02x} at column {e.start + 1}") from None
+            f"0x{raw[e.start]:02x} at column {e.start + 1} (on_bad_utf8='skip' skips "
+            "such lines and counts them)") from None
 
 
-def _read_documents(path: str) -> Corpus:
+def _lines(path: str, on_bad_utf8: str, stats: dict[str, int]) -> Iterator[tuple[int, str]]:
+    """(line number, stripped text) of a file; a leading byte-order mark removed."""
+    with open(path, "rb") as f:
+        for line_number, raw in enumerate(f, start=1):
+            line = _decode_line(raw, path, line_number, on_bad_utf8, stats)
+            if line is None:
+                continue
+            line = line.strip()
+            if line_number == 1:
+                line = line.lstrip("\ufeff").strip()  # a UTF-8 byte-order mark
+            yield line_number, line
+
+
+def _text_file_documents(path: str, on_bad_utf8: str,
+                         stats: dict[str, int]) -> Iterator[list[str]]:
     """Documents of one file: one sentence per line, blank lines between documents.
 
     A file boundary is also a document boundary (the original BERT script let a
     document run on into the next file when the first one had no trailing blank).
     """
-    documents: Corpus = [[]]
-    with open(path, "rb") as f:
-        for line_number, raw in enumerate(f, start=1):
-            line = _decode_line(raw, path, line_number).strip()
-            if line_number == 1:
-                line = line.lstrip("\ufeff").strip()  # a UTF-8 byte-order mark
-            if line:
-                documents[-1].append(line)
-            elif documents[-1]:
-                documents.append([])
-    documents = [doc for doc in documents if doc]
-    if not documents:
+    document: list[str] = []
+    found = False
+    for _, line in _lines(path, on_bad_utf8, stats):
+        if line:
+            document.append(line)
+        elif document:
+            found = True
+            yield document
+            document = []
+    if document:
+        found = True
+        yield document
+    if not found:
         raise ValueError(f"Corpus file {path} is empty: expected sentences, found only blank lines")
-    return documents
 
 
-def read_text_corpus(pattern: str | Sequence[str]) -> Corpus:
-    """Reads local text files in the original BERT format.
+def plain_text_to_sentences(text: str) -> list[str]:
+    """Sentences of a document's raw text: split at line breaks and sentence ends."""
+    sentences = []
+    for line in text.splitlines():
+        line = " ".join(line.split())
+        if line:
+            sentences.extend(s for s in _SENTENCE_BOUNDARY.split(line) if s)
+    return sentences
+
+
+def _text_document(text, where: str, stats: dict[str, int]) -> list[str] | None:
+    """A JSON / tfds record's text as sentences; None (counted) when it has none."""
+    if isinstance(text, bytes):
+        text = text.decode("utf-8")
+    if not isinstance(text, str):
+        raise ValueError(f"{where}: expected the document text as a string, found "
+                         f"{type(text).__name__}")
+    sentences = plain_text_to_sentences(text)
+    if not sentences:
+        stats["empty_documents"] = stats.get("empty_documents", 0) + 1
+        return None
+    return sentences
+
+
+def _json_lines_documents(path: str, on_bad_utf8: str,
+                          stats: dict[str, int]) -> Iterator[list[str]]:
+    """One document per JSON line, text under ``"text"``; blank lines ignored."""
+    for line_number, line in _lines(path, on_bad_utf8, stats):
+        if not line:
+            continue
+        where = f"{path}:{line_number}"
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{where}: expected a JSON object, found invalid JSON ({e.msg})") \
+                from None
+        if not isinstance(record, dict) or "text" not in record:
+            raise ValueError(f"{where}: expected a JSON object with a 'text' field")
+        document = _text_document(record["text"], where, stats)
+        if document is not None:
+            yield document
+
+
+def _tfds_documents(spec: str, stats: dict[str, int]) -> Iterator[list[str]]:
+    """Documents of a prepared tfds corpus, ``tfds:NAME[:SPLIT]``, in record order."""
+    import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
+    name, _, split = spec[len(TFDS_PREFIX):].partition(":")
+    split = split or "train"
+    try:
+        source = tfds.data_source(name, split=split, download=False)
+    except Exception as e:  # tfds raises assorted types for a missing or unprepared set
+        raise FileNotFoundError(
+            f"Corpus spec {spec!r}: tfds dataset {name!r} split {split!r} could not be "
+            f"opened ({type(e).__name__}: {str(e).splitlines()[0]}); prepare it first with `tfds build {name}` "
+            "(needs network) or point TFDS_DATA_DIR at a prepared copy") from None
+    for index in range(len(source)):
+        record = source[index]
+        where = f"{spec} record {index}"
+        if "text" not in record:
+            raise ValueError(f"{where}: expected a 'text' feature, found {sorted(record)}")
+        document = _text_document(record["text"], where, stats)
+        if document is not None:
+            yield document
+
+
+def _check_policy(on_bad_utf8: str) -> None:
+    if on_bad_utf8 not in BAD_UTF8_POLICIES:
+        raise ValueError(f"on_bad_utf8: expected one of {BAD_UTF8_POLICIES}, found {on_bad_utf8!r}")
+
+
+def iter_files(files: Sequence[str], on_bad_utf8: str = "error",
+               stats: dict[str, int] | None = None) -> Iterator[list[str]]:
+    """Documents of files in order, each read as JSON lines or BERT text by its suffix."""
+    _check_policy(on_bad_utf8)
+    stats = {} if stats is None else stats
+    for path in files:
+        if path.endswith(JSON_SUFFIXES):
+            yield from _json_lines_documents(path, on_bad_utf8, stats)
+        else:
+            yield from _text_file_documents(path, on_bad_utf8, stats)
+
+
+def read_text_corpus(pattern: str | Sequence[str], on_bad_utf8: str = "error",
+                     stats: dict[str, int] | None = None) -> Corpus:
+    """Reads local text files in the original BERT format (or JSON lines, by suffix).
 
     Args:
       pattern: a glob pattern or a sequence of them; files are read in pattern
         order, sorted by name within a pattern.
+      on_bad_utf8: ``'error'`` or ``'skip'`` (skipped lines counted in ``stats``).
+      stats: counters updated in place (``skipped_lines``, ``empty_documents``).
 
     Returns:
       The documents of all files, in file order.
@@ -204,19 +322,31 @@ def read_text_corpus(pattern: str | Sequence[str]) -> Corpus:
     files = _expand_patterns(pattern)
     documents: Corpus = []
     for path in tqdm.tqdm(files, desc="Reading corpus", unit="file", disable=None):
-        documents.extend(_read_documents(path))
+        documents.extend(iter_files([path], on_bad_utf8, stats))
     return documents
 
 
-def load_corpus(spec: str) -> Corpus:
-    """A corpus from a config string: ``'embedded'`` or comma-separated file globs."""
+def iter_documents(spec: str, on_bad_utf8: str = "error",
+                   stats: dict[str, int] | None = None) -> Iterator[list[str]]:
+    """Streams the documents of a corpus spec (module docstring), in a fixed order."""
+    _check_policy(on_bad_utf8)
+    stats = {} if stats is None else stats
     if spec == EMBEDDED:
-        documents = embedded_corpus()
+        yield from embedded_corpus()
+    elif spec.startswith(TFDS_PREFIX):
+        yield from _tfds_documents(spec, stats)
     else:
         patterns = [p.strip() for p in spec.split(",") if p.strip()]
         if not patterns:
-            raise ValueError(f"Corpus spec {spec!r}: expected 'embedded' or file patterns")
-        documents = read_text_corpus(patterns)
+            raise ValueError(f"Corpus spec {spec!r}: expected 'embedded', 'tfds:NAME' or "
+                             "file patterns")
+        yield from iter_files(_expand_patterns(patterns), on_bad_utf8, stats)
+
+
+def load_corpus(spec: str, on_bad_utf8: str = "error",
+                stats: dict[str, int] | None = None) -> Corpus:
+    """A corpus from a config string (``iter_documents``), as a list."""
+    documents = list(iter_documents(spec, on_bad_utf8, stats))
     if not documents:
         raise ValueError(f"Corpus spec {spec!r}: expected documents, found 0")
     return documents

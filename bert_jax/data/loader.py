@@ -10,8 +10,8 @@ randomness seeded by ``(seed, e, i)``, so a global batch is the same whether one
 process or several split it, and a resumed run sees the very batches it would have.
 
 The position is ``state() == {'epoch': e, 'batch': k}``, the next batch to yield;
-``restore(state)`` resumes there. A grain-based, file-backed loader will replace
-this one for corpora that do not fit in memory.
+``restore(state)`` resumes there. Corpora that do not fit in memory go through
+``prepare.py`` and the file-backed ``grain_loader.GrainPretrainingLoader``.
 """
 from __future__ import annotations
 
@@ -24,6 +24,8 @@ from bert_jax.data import masking
 
 Batch = dict[str, np.ndarray]
 
+BATCH_KEYS = ("input_ids", "token_type_ids", "attention_mask", "masked_lm_positions",
+              "masked_lm_ids", "masked_lm_weights", "next_sentence_label")
 EXAMPLE_KEYS = ("input_ids", "token_type_ids", "attention_mask", "next_sentence_label")
 _REQUIRED_MASK_KWARGS = frozenset({"mask_id", "vocab_size", "first_normal_id", "special_ids"})
 _OPTIONAL_MASK_KWARGS = frozenset({"masked_lm_prob", "max_predictions_per_seq", "word_start_table"})
@@ -68,6 +70,41 @@ def _check_mask_kwargs(mask_kwargs: dict[str, Any]) -> None:
     if table is not None and np.shape(table) != (mask_kwargs["vocab_size"],):
         raise ValueError(f"mask_kwargs['word_start_table']: expected shape "
                          f"({mask_kwargs['vocab_size']},), found {np.shape(table)}")
+
+
+def special_table(mask_kwargs: dict[str, Any]) -> np.ndarray:
+    """[vocab] bool: True at ``mask_kwargs['special_ids']``."""
+    table = np.zeros(mask_kwargs["vocab_size"], dtype=bool)
+    table[list(mask_kwargs["special_ids"])] = True
+    return table
+
+
+def apply_masking(input_ids: np.ndarray, attention_mask: np.ndarray, seeds: np.ndarray,
+                  mask_kwargs: dict[str, Any],
+                  special: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Masks [B, L] rows, row b with randomness from ``seeds[b]`` alone.
+
+    Args:
+      input_ids, attention_mask: [B, L] examples.
+      seeds: [B] per-example seeds (``masking.example_seeds``).
+      mask_kwargs: see ``masking_kwargs``.
+      special: ``special_table(mask_kwargs)``, passed in to save rebuilding it.
+
+    Returns:
+      ``masking.mask_tokens`` output: ``input_ids`` and ``masked_lm_*`` arrays.
+    """
+    kwargs = dict(mask_kwargs)
+    table = kwargs.pop("word_start_table", None)
+    kwargs.pop("special_ids")
+    special = special_table(mask_kwargs) if special is None else special
+    rand = masking.draw_masking_randomness(seeds, input_ids.shape[1], kwargs["vocab_size"],
+                                           kwargs["first_normal_id"])
+    return masking.mask_tokens(
+        input_ids,
+        maskable=~special[input_ids] & (attention_mask != 0),
+        word_start=None if table is None else np.asarray(table)[input_ids],
+        rand=rand,
+        **kwargs)
 
 
 class PretrainingLoader:
@@ -115,8 +152,7 @@ class PretrainingLoader:
         self._shuffle = shuffle
         self._epoch_repeats = epoch_repeats
         self._mask_kwargs = dict(mask_kwargs)
-        self._special = np.zeros(mask_kwargs["vocab_size"], dtype=bool)
-        self._special[list(mask_kwargs["special_ids"])] = True
+        self._special = special_table(mask_kwargs)
         self._epoch, self._batch = 0, 0
         self._order_cache: tuple[int, np.ndarray] | None = None
 
@@ -162,19 +198,10 @@ class PretrainingLoader:
         """This process's rows of global batch ``batch`` of ``epoch``, masked."""
         indices = self.example_indices(epoch, batch)
         input_ids = self._examples["input_ids"][indices]
-        kwargs = dict(self._mask_kwargs)
-        table = kwargs.pop("word_start_table", None)
-        kwargs.pop("special_ids")  # folded into self._special
-        rand = masking.draw_masking_randomness(
-            masking.example_seeds(self._seed, epoch, indices), input_ids.shape[1],
-            kwargs["vocab_size"], kwargs["first_normal_id"])
         attention_mask = self._examples["attention_mask"][indices]
-        masked = masking.mask_tokens(
-            input_ids,
-            maskable=~self._special[input_ids] & (attention_mask != 0),
-            word_start=None if table is None else np.asarray(table)[input_ids],
-            rand=rand,
-            **kwargs)
+        masked = apply_masking(input_ids, attention_mask,
+                               masking.example_seeds(self._seed, epoch, indices),
+                               self._mask_kwargs, self._special)
         return {
             "input_ids": masked["input_ids"].astype(np.int32),
             "token_type_ids": self._examples["token_type_ids"][indices].astype(np.int32),

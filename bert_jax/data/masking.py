@@ -149,6 +149,11 @@ def _select_units(unit_len: np.ndarray, unit_priority: np.ndarray,
     """
     order = np.argsort(unit_priority, axis=1, kind="stable")
     lengths = np.take_along_axis(unit_len, order, axis=1)  # 0 for absent units
+    if lengths.max(initial=0) <= 1:  # single tokens: the greedy pick is a prefix
+        taken = (lengths > 0) & (np.cumsum(lengths, axis=1) <= budget[:, None])
+        selected = np.zeros_like(taken)
+        np.put_along_axis(selected, order, taken, axis=1)
+        return selected
     # Smallest length still ahead (absent units count as too long to fit).
     ahead = np.where(lengths > 0, lengths, np.iinfo(lengths.dtype).max)
     smallest_ahead = np.minimum.accumulate(ahead[:, ::-1], axis=1)[:, ::-1]

@@ -224,12 +224,17 @@ class SentencePieceTokenizer:
         A piece begins a word when it starts with '▁', is a special token, or starts
         with a CJK ideograph, kana or hangul; continuation pieces are False.
         """
-        ids = np.asarray(ids)
-        if ids.size and (ids.min() < 0 or ids.max() >= self.vocab_size):
-            raise ValueError(
-                f"word_start_mask: expected ids in [0, {self.vocab_size}), "
-                f"found [{ids.min()}, {ids.max()}]")
-        return self._word_start_table[ids]
+        return lookup_word_starts(self._word_start_table, ids)
+
+
+def lookup_word_starts(table: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """``table[ids]`` for a [vocab] bool table, with a range check naming the bounds."""
+    ids = np.asarray(ids)
+    if ids.size and (ids.min() < 0 or ids.max() >= len(table)):
+        raise ValueError(
+            f"word_start_mask: expected ids in [0, {len(table)}), "
+            f"found [{ids.min()}, {ids.max()}]")
+    return table[ids]
 
 
 def _sentences(documents: Iterable[Sequence[str]]) -> Iterator[str]:
@@ -293,3 +298,21 @@ def _read_options(path: str) -> dict | None:
             return json.load(f)
     except (OSError, ValueError):
         return None
+
+
+def load_tokenizer(path: str, lowercase: bool | None = None):
+    """A ``SentencePieceTokenizer`` (``.model``) or ``WordPieceTokenizer`` (``vocab.txt``).
+
+    Args:
+      path: a SentencePiece ``.model`` file, or a WordPiece ``vocab.txt`` (or the
+        directory holding one).
+      lowercase: WordPiece only: uncased basic tokenisation; None reads
+        ``tokenizer_config.json`` beside the vocab or infers it from the vocab.
+    """
+    from bert_jax.data import wordpiece  # pylint: disable=import-outside-toplevel
+    if path.endswith(".txt") or os.path.isdir(path):
+        return wordpiece.WordPieceTokenizer.load(path, lowercase=lowercase)
+    if path.endswith(".model"):
+        return SentencePieceTokenizer.load(path)
+    raise ValueError(f"Tokenizer {path}: expected a SentencePiece '.model' file or a WordPiece "
+                     "'vocab.txt' (or its directory)")

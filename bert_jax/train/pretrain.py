@@ -21,7 +21,7 @@ from absl import logging
 from jax.experimental import multihost_utils
 
 from bert_jax import config_checks, parallel
-from bert_jax.data import corpora, loader as loader_lib, pretraining, tokenizers
+from bert_jax.data import corpora, grain_loader, loader as loader_lib, pretraining, tokenizers
 from bert_jax.models import BertForPreTraining
 from bert_jax.train import checkpoint as checkpoint_lib
 from bert_jax.train import logging as log_lib
@@ -79,11 +79,27 @@ class PretrainingData:
     self.most_frequent_token = most_frequent_token
 
 
-def load_tokenizer(d, model_cfg, documents, workdir: str):
-  """The configured tokenizer, or one trained on `documents` (process 0, cached)."""
-  if d.tokenizer_path:
-    tok = tokenizers.SentencePieceTokenizer.load(d.tokenizer_path)
-    where = f"data.tokenizer_path={d.tokenizer_path!r}"
+_LOWERCASE = {"auto": None, "true": True, "false": False}
+
+
+def _lowercase(d):
+  if d.tokenizer_lowercase not in _LOWERCASE:
+    raise ValueError(f"config field data.tokenizer_lowercase={d.tokenizer_lowercase!r}: "
+                     f"expected one of {sorted(_LOWERCASE)}")
+  return _LOWERCASE[d.tokenizer_lowercase]
+
+
+def load_tokenizer(d, model_cfg, documents, workdir: str, path: str = "",
+                   lowercase: bool | None = None):
+  """The tokenizer at `path` (else data.tokenizer_path: SentencePiece .model or
+  WordPiece vocab.txt), or one trained on `documents` (process 0, cached).
+  `lowercase` is the default when data.tokenizer_lowercase is 'auto'."""
+  path = path or d.tokenizer_path
+  if path:
+    lower = _lowercase(d)
+    tok = tokenizers.load_tokenizer(path, lowercase=lowercase if lower is None else lower)
+    where = f"the tokenizer {path}" if path != d.tokenizer_path else (
+        f"data.tokenizer_path={path!r}")
   else:
     directory = os.path.join(workdir, "tokenizer")
     if jax.process_index() == 0:
@@ -101,15 +117,67 @@ def load_tokenizer(d, model_cfg, documents, workdir: str):
   return tok
 
 
+def _phases(d) -> list[tuple[int, str, int]]:
+  """(first step, prepared dir, max predictions) from data.phases / data.prepared_dir."""
+  if not d.phases:
+    return [(0, d.prepared_dir, d.max_predictions_per_seq)] if d.prepared_dir else []
+  phases = []
+  for part in filter(None, (p.strip() for p in d.phases.split(","))):
+    fields = part.split(":")
+    try:
+      start, directory = int(fields[0]), fields[1]
+      max_predictions = int(fields[2]) if len(fields) > 2 else d.max_predictions_per_seq
+      if len(fields) > 3:
+        raise ValueError
+    except (ValueError, IndexError):
+      raise ValueError(f"config field data.phases={d.phases!r}: expected "
+                       f"'STEP:DIR[:MAX_PREDICTIONS],...', found {part!r}") from None
+    phases.append((start, directory, max_predictions))
+  return phases
+
+
+def _prepared_data(config, workdir: str, phases) -> PretrainingData:
+  """Tokenizer and splits of prepared directories (`python -m bert_jax.data.prepare`)."""
+  d = config.data
+  splits = [grain_loader.PreparedSplit(directory) for _, directory, _ in phases]
+  hashes = {s.manifest["tokenizer"]["sha256"] for s in splits}
+  if len(hashes) > 1:
+    raise ValueError(f"config field data.phases: the prepared directories use different "
+                     f"tokenizers ({[s.tokenizer_path for s in splits]}); expected one")
+  if splits[0].max_seq_length != d.max_seq_length:
+    raise ValueError(
+        f"config field data.max_seq_length={d.max_seq_length}, but {splits[0].directory} was "
+        f"prepared with max_seq_length={splits[0].max_seq_length}; they must match")
+  tok = load_tokenizer(d, config.model, None, workdir, path=splits[0].tokenizer_path,
+                       lowercase=splits[0].manifest["tokenizer"]["lowercase"])
+  train = splits[0] if len(splits) == 1 else grain_loader.PhasedSplits(
+      [grain_loader.Phase(start, split, max_predictions)
+       for (start, _, max_predictions), split in zip(phases, splits)])
+  evals = grain_loader.PreparedSplit(splits[0].directory, "eval")
+  return PretrainingData(tok, train, evals, splits[0].most_frequent_token)
+
+
 def prepare_data(config, workdir: str) -> PretrainingData:
   d = config.data
-  docs = corpora.load_corpus(d.corpus)
+  phases = _phases(d)
+  if phases:
+    return _prepared_data(config, workdir, phases)
+  if d.objective not in pretraining.OBJECTIVES:
+    raise ValueError(f"config field data.objective={d.objective!r}: expected one of "
+                     f"{pretraining.OBJECTIVES}")
+  if d.on_bad_utf8 not in corpora.BAD_UTF8_POLICIES:
+    raise ValueError(f"config field data.on_bad_utf8={d.on_bad_utf8!r}: expected one of "
+                     f"{corpora.BAD_UTF8_POLICIES}")
+  stats = {}
+  docs = corpora.load_corpus(d.corpus, on_bad_utf8=d.on_bad_utf8, stats=stats)
+  if stats:
+    log_lib.info("corpus %s: %s", d.corpus, stats)
   train_docs, eval_docs = corpora.split_documents(docs, d.eval_fraction, config.seed)
   tok = load_tokenizer(d, config.model, train_docs, workdir)
   make = functools.partial(
       pretraining.create_pretraining_examples, max_seq_length=d.max_seq_length,
       short_seq_prob=d.short_seq_prob, cls_id=tok.cls_id, sep_id=tok.sep_id,
-      pad_id=tok.pad_id)
+      pad_id=tok.pad_id, objective=d.objective)
   train_tok = pretraining.tokenize_corpus(train_docs, tok)
   eval_tok = pretraining.tokenize_corpus(eval_docs, tok)
   train = make(train_tok, dupe_factor=d.dupe_factor,
@@ -123,15 +191,30 @@ def prepare_data(config, workdir: str) -> PretrainingData:
 
 def make_loader(examples, data: PretrainingData, config, *, seed: int, shuffle: bool,
                 repeat: bool):
+  """In-memory examples (dict of arrays), a prepared split, or phases of them."""
   d = config.data
-  mask_kwargs = loader_lib.masking_kwargs(
-      data.tokenizer, masked_lm_prob=d.masked_lm_prob,
-      max_predictions_per_seq=d.max_predictions_per_seq,
-      whole_word_masking=d.whole_word_masking)
-  return loader_lib.PretrainingLoader(
-      examples, config.train.global_batch_size, seed=seed, mask_kwargs=mask_kwargs,
-      shuffle=shuffle, process_index=jax.process_index(),
-      process_count=jax.process_count(), epoch_repeats=repeat)
+
+  def mask_kwargs(max_predictions):
+    return loader_lib.masking_kwargs(
+        data.tokenizer, masked_lm_prob=d.masked_lm_prob,
+        max_predictions_per_seq=max_predictions, whole_word_masking=d.whole_word_masking)
+
+  if isinstance(examples, dict):
+    return loader_lib.PretrainingLoader(
+        examples, config.train.global_batch_size, seed=seed,
+        mask_kwargs=mask_kwargs(d.max_predictions_per_seq), shuffle=shuffle,
+        process_index=jax.process_index(), process_count=jax.process_count(),
+        epoch_repeats=repeat)
+  common = dict(global_batch_size=config.train.global_batch_size, seed=seed, shuffle=shuffle,
+                process_index=jax.process_index(), process_count=jax.process_count(),
+                repeat=repeat, prefetch_threads=d.loader_prefetch_threads)
+  if isinstance(examples, grain_loader.PreparedSplit):
+    return grain_loader.GrainPretrainingLoader(
+        examples, mask_kwargs=mask_kwargs(d.max_predictions_per_seq), **common)
+  return grain_loader.PhasedLoader([
+      (p.start_step, grain_loader.GrainPretrainingLoader(
+          p.split, mask_kwargs=mask_kwargs(p.max_predictions), **common))
+      for p in examples.phases])
 
 
 # ------------------------------------------------------------------------------ loop
