@@ -74,7 +74,7 @@ class Checkpointer:
 
   # ---------------------------------------------------------------------------- save
 
-  def save(self, step: int, state, data_state: dict, config_json: str,
+  def save(self, step: int, state, data_state: dict, config_json: str = "{}",
            metrics: dict | None = None) -> bool:
     """Starts an asynchronous save of `step`; `metrics` rank it for best-N retention."""
     if metrics is not None and self.best_metric and self.best_metric not in metrics:

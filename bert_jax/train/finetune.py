@@ -171,17 +171,12 @@ def load_hf_dir(directory: str, model_cfg) -> dict:
 
 def load_bert_jax_workdir(workdir: str) -> dict:
   """{'bert': ...} from the newest checkpoint of a bert_jax pretraining workdir."""
-  import orbax.checkpoint as ocp
-  directory = os.path.join(workdir, "checkpoints")
-  manager = ocp.CheckpointManager(directory, item_names=("state", "data"))
-  step = manager.latest_step()
-  if step is None:
-    raise FileNotFoundError(f"init.checkpoint=bert_jax:{workdir}: no checkpoint in "
-                            f"{directory}")
-  restored = manager.restore(step, args=ocp.args.Composite(
-      state=ocp.args.StandardRestore()))
-  manager.close()
-  return {"bert": jax.device_get(restored["state"]["params"]["bert"])}
+  from bert_jax.train import checkpoint as checkpoint_lib
+  try:
+    params = checkpoint_lib.restore_params(os.path.join(workdir, "checkpoints"))
+  except FileNotFoundError as e:
+    raise FileNotFoundError(f"init.checkpoint=bert_jax:{workdir}: {e}") from None
+  return {"bert": params["bert"]}
 
 
 def initial_weights_and_tokenizer(config):
