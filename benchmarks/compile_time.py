@@ -9,16 +9,21 @@ with `True` (one `nn.scan` body), and prints a table. Results: docs/benchmarks.m
   python benchmarks/compile_time.py --size=base --remat=full
 """
 import argparse
+import os
+import sys
 import time
 
-import flax.linen as nn
-import jax
-import numpy as np
+# This checkout's bert_jax and configs, not an installed copy.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bert_jax import parallel
-from bert_jax.models import BertForPreTraining
-from bert_jax.train import optim, pretrain, state as state_lib
-from configs import pretrain as pretrain_config
+import flax.linen as nn  # noqa: E402
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+
+from bert_jax import parallel  # noqa: E402
+from bert_jax.models import BertForPreTraining  # noqa: E402
+from bert_jax.train import optim, pretrain, state as state_lib  # noqa: E402
+from configs import pretrain as pretrain_config  # noqa: E402
 
 
 def compile_seconds(size: str, seq: int, batch: int, scan: bool, remat: str):
