@@ -98,6 +98,8 @@ def replicated(mesh: Mesh) -> NamedSharding:
 
 def check_global_batch(global_batch_size: int, mesh, grad_accum_steps: int = 1) -> None:
   """The batch splits evenly over data x fsdp devices (per microbatch) and processes."""
+  if grad_accum_steps < 1:
+    raise ValueError(f"config field train.grad_accum_steps={grad_accum_steps}: expected >= 1")
   dp = data_parallel_size(mesh)
   if global_batch_size % dp:
     raise ValueError(

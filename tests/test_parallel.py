@@ -222,6 +222,8 @@ def test_batch_not_divisible_by_data_parallel_size():
                                        r"size 4"):
     parallel.check_global_batch(8, mesh, grad_accum_steps=4)
   parallel.check_global_batch(16, mesh, grad_accum_steps=4)
+  with pytest.raises(ValueError, match=r"train.grad_accum_steps=0: expected >= 1"):
+    parallel.check_global_batch(16, mesh, grad_accum_steps=0)
 
 
 def test_heads_not_divisible_by_tensor_axis():

@@ -112,13 +112,19 @@ def jit_train_step(schedule, t, state_shardings, mesh):
       out_shardings=(state_shardings, parallel.replicated(mesh)), donate_argnums=0)
 
 
+def check_fits_mesh(config, mesh, rules) -> None:
+  """Batch (per microbatch), heads and FFN size split evenly over the mesh."""
+  t = config.train
+  parallel.check_global_batch(t.global_batch_size, mesh, t.get("grad_accum_steps", 1))
+  parallel.check_model_fits_mesh(config.model, mesh, rules)
+
+
 class Setup:
   """Everything the loop needs from config + mesh: model, optimizer, sharded state."""
 
   def __init__(self, config, mesh, rules):
     t = config.train
-    parallel.check_global_batch(t.global_batch_size, mesh, t.get("grad_accum_steps", 1))
-    parallel.check_model_fits_mesh(config.model, mesh, rules)
+    check_fits_mesh(config, mesh, rules)
     self.model = BertForPreTraining(config.model)
     self.tx, self.schedule = optim.create_optimizer(t)
     dummy = np.zeros((1, config.data.max_seq_length), np.int32)
@@ -255,8 +261,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
   mesh = parallel.create_mesh(config.mesh)
   rules = parallel.logical_axis_rules(config.mesh)
-  parallel.check_global_batch(t.global_batch_size, mesh, t.grad_accum_steps)
-  parallel.check_model_fits_mesh(config.model, mesh, rules)
+  check_fits_mesh(config, mesh, rules)  # before any data work
   log_lib.info("mesh %s over %d devices, %d processes", dict(mesh.shape),
                jax.device_count(), jax.process_count())
 
