@@ -3,6 +3,11 @@ r"""Entry point: `python -m bert_jax.main --config=configs/pretrain.py:tiny --wo
 The config file picks the job (`config.job`); any field can be overridden with
 `--config.<field>=value`, and an unknown field stops the run naming it (the config is
 locked). The resolved config is written to `DIR/config.json`.
+
+Multi-host: every process runs the same command; `jax.distributed.initialize` is
+called first as the `distributed` config asks (TPU pods: `--config.distributed.mode=on`;
+SLURM / Open MPI / JAX_COORDINATOR_ADDRESS are detected; or give
+`--config.distributed.coordinator_address=host:port`, `num_processes`, `process_id`).
 """
 
 from absl import app, flags, logging
@@ -56,7 +61,10 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   import jax
+  from bert_jax import parallel
   jax.config.update("jax_threefry_partitionable", True)
+  # Before anything touches devices: joins the other processes of a multi-host run.
+  parallel.initialize_distributed(FLAGS.config.get("distributed"))
   # Libraries (orbax above all) log every file operation at INFO; keep warnings only.
   # Our own progress lines go through bert_jax.train.logging.info on process 0.
   logging.set_verbosity(logging.WARNING)

@@ -33,7 +33,12 @@ DEFAULT_RULES: tuple[tuple[str, Any], ...] = (
     ("type_vocab", None),
     ("norm", None),
     ("classes", None),
+    ("layers", None),
 )
+
+# Logical names used only on activations (`nn.with_logical_constraint`); the others
+# are read off the parameters' partition specs.
+ACTIVATION_NAMES = ("batch", "length", "embed", "heads", "kv", "mlp")
 
 
 def logical_axis_rules(mesh_cfg=None) -> tuple[tuple[str, Any], ...]:
@@ -91,22 +96,136 @@ def replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P())
 
 
-def check_global_batch(global_batch_size: int, mesh: Mesh) -> None:
+def check_global_batch(global_batch_size: int, mesh, grad_accum_steps: int = 1) -> None:
+  """The batch splits evenly over data x fsdp devices (per microbatch) and processes."""
+  if grad_accum_steps < 1:
+    raise ValueError(f"config field train.grad_accum_steps={grad_accum_steps}: expected >= 1")
   dp = data_parallel_size(mesh)
   if global_batch_size % dp:
     raise ValueError(
         f"config field train.global_batch_size={global_batch_size} is not divisible "
         f"by the data-parallel size {dp} (mesh {dict(mesh.shape)})")
+  if global_batch_size % (dp * grad_accum_steps):
+    raise ValueError(
+        f"config field train.global_batch_size={global_batch_size} is not divisible "
+        f"by train.grad_accum_steps={grad_accum_steps} x the data-parallel size {dp} "
+        f"(mesh {dict(mesh.shape)}): each microbatch must split evenly over devices")
   if global_batch_size % jax.process_count():
     raise ValueError(
         f"config field train.global_batch_size={global_batch_size} is not divisible "
         f"by the number of processes {jax.process_count()}")
 
 
+def _path_str(path) -> str:
+  return "/".join(str(getattr(k, "key", getattr(k, "name", k))) for k in path)
+
+
+def _spec_leaves(specs):
+  return jax.tree_util.tree_leaves_with_path(
+      specs, is_leaf=lambda x: isinstance(x, P))
+
+
+def check_rules(specs, rules) -> None:
+  """Every logical name on a parameter (or main activation) has a rule."""
+  known = {name for name, _ in rules}
+  missing: dict[str, str] = {}
+  for path, spec in _spec_leaves(specs):
+    for name in spec if isinstance(spec, P) else ():
+      for n in (name if isinstance(name, tuple) else (name,)):
+        if n is not None and n not in known:
+          missing.setdefault(n, _path_str(path))
+  for n in ACTIVATION_NAMES:
+    if n not in known:
+      missing.setdefault(n, "activations")
+  if missing:
+    where = ", ".join(f"{n!r} (used by {p})" for n, p in sorted(missing.items()))
+    raise ValueError(
+        f"logical axis names with no rule in config field mesh.rules: {where}; "
+        f"rules are given for {sorted(known)}")
+
+
+def _mesh_size(mesh, axes) -> int:
+  if axes is None:
+    return 1
+  axes = axes if isinstance(axes, tuple) else (axes,)
+  return math.prod(mesh.shape[a] for a in axes)
+
+
+def check_model_fits_mesh(model_cfg, mesh, rules) -> None:
+  """The model's head count and FFN size split evenly over their mesh axes."""
+  rule = dict(rules)
+  for field, name in (("num_heads", "heads"), ("intermediate_size", "mlp")):
+    n = _mesh_size(mesh, rule.get(name))
+    if model_cfg[field] % n:
+      raise ValueError(
+          f"config field model.{field}={model_cfg[field]} is not divisible by the "
+          f"size {n} of mesh axis {rule.get(name)!r} that the {name!r} rule splits it "
+          f"over (mesh {dict(mesh.shape)}); change mesh.shape or model.{field}")
+
+
+def check_divisible(abstract_tree, specs, mesh, rules) -> None:
+  """Every sharded parameter dimension divides by the size of its mesh axes.
+
+  `abstract_tree` holds shapes (unboxed); `specs` the logical PartitionSpecs.
+  """
+  rule = dict(rules)
+  shapes = dict((_path_str(p), x.shape) for p, x in
+                jax.tree_util.tree_leaves_with_path(abstract_tree))
+  for path, spec in _spec_leaves(specs):
+    key = _path_str(path)
+    if not isinstance(spec, P) or key not in shapes:
+      continue
+    for dim, (size, name) in enumerate(zip(shapes[key], spec)):
+      n = _mesh_size(mesh, rule.get(name)) if name is not None else 1
+      if size % n:
+        raise ValueError(
+            f"parameter {key} of shape {shapes[key]}: dimension {dim} ({name!r}, "
+            f"size {size}) is not divisible by mesh axes {rule.get(name)!r} of size "
+            f"{n} (mesh {dict(mesh.shape)}); change mesh.shape or the model field")
+
+
 def shardings_from_logical(abstract_boxed_tree, mesh: Mesh, rules) -> Any:
   """Boxed (logically partitioned) abstract tree -> NamedSharding tree (unboxed shape)."""
   specs = nn.get_partition_spec(abstract_boxed_tree)
+  check_rules(specs, rules)
+  is_box = lambda x: isinstance(x, nn.meta.AxisMetadata)
+  shapes = jax.tree_util.tree_map(
+      lambda x: x.unbox(apply_constraint=False) if is_box(x) else x,
+      abstract_boxed_tree, is_leaf=is_box)
+  check_divisible(shapes, specs, mesh, rules)
   return nn.logical_to_mesh_sharding(specs, mesh, rules)
+
+
+def initialize_distributed(cfg, environ: Mapping[str, str] | None = None) -> bool:
+  """`jax.distributed.initialize` as the `distributed` config asks; True if called.
+
+  Must run before anything touches devices. Explicit fields win; fields left at
+  ''/-1 are read by JAX from the environment (TPU metadata, SLURM, Open MPI,
+  JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID).
+  """
+  import os
+  environ = os.environ if environ is None else environ
+  mode = cfg.mode if cfg is not None else "off"
+  if mode not in ("auto", "on", "off"):
+    raise ValueError(f"config field distributed.mode={mode!r} is not one of auto, on, off")
+  cluster = bool(
+      cfg is not None and cfg.coordinator_address
+      or environ.get("JAX_COORDINATOR_ADDRESS")
+      or int(environ.get("SLURM_NTASKS", "1") or 1) > 1
+      or int(environ.get("OMPI_COMM_WORLD_SIZE", "1") or 1) > 1)
+  if mode == "off" or (mode == "auto" and not cluster):
+    return False
+  if cfg.cpu_collectives:
+    jax.config.update("jax_cpu_collectives_implementation", cfg.cpu_collectives)
+  kwargs = {}
+  if cfg.coordinator_address:
+    kwargs["coordinator_address"] = cfg.coordinator_address
+  if cfg.num_processes >= 0:
+    kwargs["num_processes"] = cfg.num_processes
+  if cfg.process_id >= 0:
+    kwargs["process_id"] = cfg.process_id
+  jax.distributed.initialize(**kwargs)
+  return True
 
 
 def global_batch(local_batch: Mapping[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:

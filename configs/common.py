@@ -57,16 +57,50 @@ def model_config(size: str, vocab_size: int = 30522) -> ml_collections.ConfigDic
   m.dtype = "float32"                # compute dtype: float32 | bfloat16
   m.param_dtype = "float32"          # parameter (and optimizer state) dtype
   m.attention_impl = "einsum"        # einsum | xla | cudnn (jax.nn.dot_product_attention)
+  # One nn.scan over the layers (params `encoder/layers/...` with a leading [num_layers]
+  # axis): compile time flat in depth. False keeps `encoder/layer_{i}/...` (HF layout);
+  # bert_jax/models/scan_layout.py converts params between the two.
+  m.scan_layers = False
+  m.remat_policy = "none"            # none | full (recompute each layer) | dots (keep matmul outputs)
   return m
 
 
-def mesh_config() -> ml_collections.ConfigDict:
+# mesh preset -> sizes of the ('data', 'fsdp', 'tensor') axes; -1 = the rest.
+MESH_PRESETS = {
+    "dp": (-1, 1, 1),       # pure data parallelism: params replicated on every device
+    "fsdp": (1, -1, 1),     # ZeRO-3-like: params and optimizer state split over all devices
+    "fsdp_tp": (1, -1, 2),  # FSDP + 2-way tensor parallelism (heads, mlp, vocab split)
+}
+
+
+def mesh_config(preset: str = "dp") -> ml_collections.ConfigDict:
   """Device mesh and logical-axis rules (see bert_jax/parallel.py).
 
-  mesh_shape: sizes of the ('data', 'fsdp', 'tensor') axes; -1 = the rest of devices.
-  The default is pure data parallelism over every device.
+  `preset` is one of MESH_PRESETS; `--config.mesh.shape` sets any other shape.
+  """
+  if preset not in MESH_PRESETS:
+    raise ValueError(f"config argument mesh={preset!r} is not one of {list(MESH_PRESETS)}")
+  c = ml_collections.ConfigDict()
+  c.axes = ("data", "fsdp", "tensor")   # mesh axis names (the rules below refer to them)
+  c.shape = MESH_PRESETS[preset]        # one size per axis; -1 = the rest of the devices
+  # Logical name -> mesh axis (or list of axes, or None = replicated), as pairs.
+  # Empty = bert_jax.parallel.DEFAULT_RULES (t5x-like). Every logical name the model
+  # uses must have a rule (checked).
+  c.rules = ()
+  return c
+
+
+def distributed_config() -> ml_collections.ConfigDict:
+  """Multi-process start-up (`jax.distributed.initialize`), see bert_jax/parallel.py.
+
+  mode 'auto' initializes when `coordinator_address` is set or the environment names
+  a cluster (JAX_COORDINATOR_ADDRESS, SLURM with >1 task, Open MPI with >1 rank);
+  'on' always calls it (TPU pods: no other field needed); 'off' never does.
   """
   c = ml_collections.ConfigDict()
-  c.axes = ("data", "fsdp", "tensor")
-  c.shape = (-1, 1, 1)
+  c.mode = "auto"                 # auto | on | off
+  c.coordinator_address = ""      # host:port of process 0; '' = from the environment
+  c.num_processes = -1            # -1 = from the environment
+  c.process_id = -1               # -1 = from the environment
+  c.cpu_collectives = "gloo"      # collectives for CPU devices across processes: gloo | mpi
   return c

@@ -45,6 +45,7 @@ def finetune_config(task: str, a, *, lr: float, epochs: float, batch: int, seq: 
   c.seed = a.get("seed", 0)
   c.model = common.model_config(a.size)
   c.mesh = common.mesh_config()
+  c.distributed = common.distributed_config()
 
   c.init = ml_collections.ConfigDict()
   init = a.get("init", "minilm")

@@ -14,6 +14,12 @@ The argument after the colon picks a size and optional short overrides:
   python -m bert_jax.main --config=configs/pretrain.py:base,vocab=30522 \
       --config.data.phases=0:/data/p128:20,900000:/data/p512:80 --workdir=/tmp/bert_base
 
+  # BERT-base with ZeRO-3-like sharding (mesh=dp|fsdp|fsdp_tp), scanned layers with
+  # remat, 4 microbatches per step:
+  python -m bert_jax.main --config=configs/pretrain.py:base,mesh=fsdp \
+      --config.model.scan_layers=True --config.model.remat_policy=full \
+      --config.train.grad_accum_steps=4 --workdir=/tmp/bert_base_fsdp
+
   # Any size, longer run, other corpus (original BERT text format: one sentence per
   # line, a blank line between documents):
   python -m bert_jax.main --config=configs/pretrain.py:base,vocab=32000 \
@@ -36,14 +42,15 @@ from configs import common
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   a = common.parse_arg(arg, size="tiny", vocab=4096, seq=128, batch=32, steps=1200,
-                       dropout=0.0)
+                       dropout=0.0, mesh="dp")
   c = ml_collections.ConfigDict()
   c.job = "pretrain"
   c.seed = 0
   c.model = common.model_config(a.size, vocab_size=a.vocab)
   c.model.hidden_dropout_prob = a.dropout
   c.model.attention_dropout_prob = a.dropout
-  c.mesh = common.mesh_config()
+  c.mesh = common.mesh_config(a.mesh)
+  c.distributed = common.distributed_config()
 
   c.data = d = ml_collections.ConfigDict()
   # In-memory path: the corpus is read, tokenized and turned into examples at start-up.
@@ -69,6 +76,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
   c.train = t = ml_collections.ConfigDict()
   t.global_batch_size = a.batch
+  # Microbatches per optimizer step (gradients summed in a scan inside the step); the
+  # global batch must divide into grad_accum_steps x the data-parallel size.
+  t.grad_accum_steps = 1
   t.num_train_steps = a.steps
   t.warmup_steps = a.steps // 10
   t.learning_rate = 2e-3 if a.size in ("tiny", "mini") else 1e-4

@@ -13,6 +13,13 @@ Logical axis names:
   heads, kv                attention heads, size per head
   type_vocab, position     token-type and position embedding rows
   norm                     LayerNorm scale and bias
+  layers                   the stacked-layer axis of a scanned encoder
+
+With `model.scan_layers` the encoder runs one `nn.scan` over a single layer whose
+parameters carry a leading [num_layers] axis (`encoder/layers/...`), so compile time
+stays flat in depth; unscanned, the layers are `encoder/layer_{i}/...` (the layout of
+HF imports). `bert_jax/models/scan_layout.py` converts between the two.
+`model.remat_policy` recomputes each layer's activations in the backward pass.
 """
 
 from __future__ import annotations
@@ -133,6 +140,10 @@ class Embeddings(nn.Module):
 
   def attend(self, x):
     """Scores against the word-embedding table (the tied MLM decoder)."""
+    # Pin x to [batch, ..., embed] sharding before the [vocab, embed] table: without it
+    # XLA (jax 0.10, Shardy) computed wrong gradients on meshes with data, fsdp and
+    # tensor all > 1 (tests/test_parallel.py, mesh (2, 2, 2)).
+    x = nn.with_logical_constraint(x, ("batch",) + (None,) * (x.ndim - 2) + ("embed",))
     return self.word_embeddings.attend(x)
 
 
@@ -189,8 +200,12 @@ class SelfAttention(nn.Module):
 
 
 class TransformerLayer(nn.Module):
-  """One post-LN BERT layer: attention -> add & norm -> FFN -> add & norm."""
+  """One post-LN BERT layer: attention -> add & norm -> FFN -> add & norm.
+
+  `scan_carry=True` returns `(x, None)`, the (carry, output) pair `nn.scan` expects.
+  """
   cfg: Any
+  scan_carry: bool = False
 
   @nn.compact
   def __call__(self, x, bias, deterministic: bool):
@@ -203,17 +218,49 @@ class TransformerLayer(nn.Module):
     h = activation(cfg.hidden_act)(h)
     h = dense(cfg, cfg.hidden_size, ("mlp", "embed"), "output")(h)
     x = layer_norm(cfg, "output_layer_norm")(x + drop(h, deterministic=deterministic))
-    return nn.with_logical_constraint(x, ("batch", "length", "embed"))
+    x = nn.with_logical_constraint(x, ("batch", "length", "embed"))
+    return (x, None) if self.scan_carry else x
+
+
+# `model.remat_policy` -> jax.checkpoint policy ("none" = no remat at all).
+REMAT_POLICIES = {
+    "full": None,  # save nothing: recompute the whole layer in the backward pass
+    "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,  # keep matmul outputs
+}
+
+
+def layer_class(cfg, scan_carry: bool = False):
+  """TransformerLayer, wrapped in `nn.remat` as `model.remat_policy` asks."""
+  policy = cfg.get("remat_policy", "none")
+  if policy == "none":
+    return TransformerLayer
+  if policy not in REMAT_POLICIES:
+    raise ValueError(
+        f"config field model.remat_policy={policy!r} is not one of "
+        f"{['none', *REMAT_POLICIES]}")
+  # static_argnums counts `self`: (self, x, bias, deterministic).
+  return nn.remat(TransformerLayer, policy=REMAT_POLICIES[policy], static_argnums=(3,),
+                  prevent_cse=not scan_carry)
 
 
 class Encoder(nn.Module):
-  """`num_layers` transformer layers, named layer_0 ... layer_{N-1}."""
+  """`num_layers` transformer layers: layer_0 ... layer_{N-1}, or one scanned `layers`."""
   cfg: Any
 
   @nn.compact
   def __call__(self, x, bias, deterministic: bool):
-    for i in range(self.cfg.num_layers):
-      x = TransformerLayer(self.cfg, name=f"layer_{i}")(x, bias, deterministic)
+    cfg = self.cfg
+    if cfg.get("scan_layers", False):
+      scanned = nn.scan(
+          layer_class(cfg, scan_carry=True),
+          variable_axes={"params": 0}, split_rngs={"params": True, "dropout": True},
+          in_axes=(nn.broadcast, nn.broadcast), length=cfg.num_layers,
+          metadata_params={nn.PARTITION_NAME: "layers"})
+      x, _ = scanned(cfg, scan_carry=True, name="layers")(x, bias, deterministic)
+      return x
+    layer = layer_class(cfg)
+    for i in range(cfg.num_layers):
+      x = layer(cfg, name=f"layer_{i}")(x, bias, deterministic)
     return x
 
 

@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import optax
 from absl import logging
 from jax.experimental import multihost_utils
 
@@ -34,22 +35,54 @@ BATCH_KEYS = ("input_ids", "token_type_ids", "attention_mask", "masked_lm_positi
 # ----------------------------------------------------------------------------- steps
 
 
-def train_step(state, batch, rng, *, schedule):
+def grads_and_sums(apply_fn, params, batch, rng, grad_accum_steps: int = 1):
+  """Gradient of the pretraining loss and the metric sums over the global batch.
+
+  With `grad_accum_steps=k` the batch is cut into k microbatches (rows j, j+k, ...
+  form microbatch j, so each one stays spread over every data-parallel device) whose
+  gradients are summed in a `lax.scan`. Each microbatch loss is normalised by the
+  full batch's MLM weight and row count, so the sum equals the full-batch gradient.
+  Dropout draws from `rng` (folded with the microbatch index when k > 1).
+  """
+  mlm_weight = jnp.sum(batch["masked_lm_weights"].astype(jnp.float32)) + 1e-5
+  nsp_count = batch["next_sentence_label"].shape[0]
+
+  def one(params, mb, rng):
+    def loss_fn(params):
+      out = apply_fn({"params": params}, mb["input_ids"], mb["token_type_ids"],
+                     mb["attention_mask"], masked_lm_positions=mb["masked_lm_positions"],
+                     deterministic=False, rngs={"dropout": rng})
+      sums = losses.pretraining_sums(out, mb)
+      return sums["mlm_loss_sum"] / mlm_weight + sums["nsp_loss_sum"] / nsp_count, sums
+    return jax.grad(loss_fn, has_aux=True)(params)
+
+  if grad_accum_steps == 1:
+    return one(params, batch, rng)
+  k = grad_accum_steps
+  micro = jax.tree_util.tree_map(
+      lambda x: x.reshape(x.shape[0] // k, k, *x.shape[1:]).swapaxes(0, 1), batch)
+
+  def body(acc, xs):
+    j, mb = xs
+    mb = {n: nn.with_logical_constraint(x, ("batch",) + (None,) * (x.ndim - 1))
+          for n, x in mb.items()}
+    out = one(params, mb, jax.random.fold_in(rng, j))
+    return jax.tree_util.tree_map(jnp.add, acc, out), None
+
+  first = jax.tree_util.tree_map(lambda x: x[0], micro)
+  zeros = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype),
+                                 jax.eval_shape(one, params, first, rng))
+  (grads, sums), _ = jax.lax.scan(body, zeros, (jnp.arange(k), micro))
+  return grads, sums
+
+
+def train_step(state, batch, rng, *, schedule, grad_accum_steps: int = 1):
   """One optimizer step. Pure: (state, global batch, rng) -> (state, metrics)."""
   dropout_rng = jax.random.fold_in(rng, state.step)
-
-  def loss_fn(params):
-    out = state.apply_fn({"params": params}, batch["input_ids"], batch["token_type_ids"],
-                         batch["attention_mask"],
-                         masked_lm_positions=batch["masked_lm_positions"],
-                         deterministic=False, rngs={"dropout": dropout_rng})
-    sums = losses.pretraining_sums(out, batch)
-    m = losses.metrics_from_sums(sums)
-    return m["loss"], m
-
-  grads, metrics = jax.grad(loss_fn, has_aux=True)(state.params)
-  metrics["grad_norm"] = jax.tree_util.tree_reduce(
-      lambda a, g: a + jnp.sum(jnp.square(g.astype(jnp.float32))), grads, 0.0) ** 0.5
+  grads, sums = grads_and_sums(state.apply_fn, state.params, batch, dropout_rng,
+                               grad_accum_steps)
+  metrics = losses.metrics_from_sums(sums)
+  metrics["grad_norm"] = optax.global_norm(grads)
   metrics["learning_rate"] = schedule(state.step)
   return state.apply_gradients(grads=grads), metrics
 
@@ -64,6 +97,46 @@ def eval_step(state, batch, *, baseline_token: int):
   sums["baseline_correct"] = jnp.sum(
       (batch["masked_lm_ids"] == baseline_token) * batch["masked_lm_weights"])
   return sums
+
+
+def jit_train_step(schedule, t, state_shardings, mesh):
+  """train_step under jit: explicit in/out shardings, state donated.
+
+  Call (and first run) it under `jax.set_mesh(mesh)` and `nn.logical_axis_rules`.
+  """
+  return jax.jit(
+      functools.partial(train_step, schedule=schedule,
+                        grad_accum_steps=t.get("grad_accum_steps", 1)),
+      in_shardings=(state_shardings, parallel.batch_sharding(mesh),
+                    parallel.replicated(mesh)),
+      out_shardings=(state_shardings, parallel.replicated(mesh)), donate_argnums=0)
+
+
+def check_fits_mesh(config, mesh, rules) -> None:
+  """Batch (per microbatch), heads and FFN size split evenly over the mesh."""
+  t = config.train
+  parallel.check_global_batch(t.global_batch_size, mesh, t.get("grad_accum_steps", 1))
+  parallel.check_model_fits_mesh(config.model, mesh, rules)
+
+
+class Setup:
+  """Everything the loop needs from config + mesh: model, optimizer, sharded state."""
+
+  def __init__(self, config, mesh, rules):
+    t = config.train
+    check_fits_mesh(config, mesh, rules)
+    self.model = BertForPreTraining(config.model)
+    self.tx, self.schedule = optim.create_optimizer(t)
+    dummy = np.zeros((1, config.data.max_seq_length), np.int32)
+    self.dummy_inputs = (dummy, dummy, dummy)
+    self.init_rng, self.dropout_rng = jax.random.split(jax.random.PRNGKey(config.seed))
+    self.state, self.shardings = state_lib.create_sharded_state(
+        self.model, self.tx, self.dummy_inputs, self.init_rng, mesh, rules)
+    self.p_train_step = jit_train_step(self.schedule, t, self.shardings, mesh)
+
+  def abstract_state(self):
+    return state_lib.abstract_state(self.shardings, self.model, self.tx,
+                                    self.dummy_inputs, self.init_rng)
 
 
 # ------------------------------------------------------------------------------ data
@@ -271,7 +344,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
   mesh = parallel.create_mesh(config.mesh)
   rules = parallel.logical_axis_rules(config.mesh)
-  parallel.check_global_batch(t.global_batch_size, mesh)
+  check_fits_mesh(config, mesh, rules)  # before any data work
   log_lib.info("mesh %s over %d devices, %d processes", dict(mesh.shape),
                jax.device_count(), jax.process_count())
 
@@ -280,21 +353,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                len(data.train_examples["input_ids"]),
                len(data.eval_examples["input_ids"]), data.tokenizer.vocab_size)
 
-  model = BertForPreTraining(config.model)
-  tx, schedule = optim.create_optimizer(t)
-  dummy = np.zeros((1, config.data.max_seq_length), np.int32)
-  rng = jax.random.PRNGKey(config.seed)
-  init_rng, dropout_rng = jax.random.split(rng)
-  state, shardings = state_lib.create_sharded_state(
-      model, tx, (dummy, dummy, dummy), init_rng, mesh, rules)
+  setup = Setup(config, mesh, rules)
+  state, shardings = setup.state, setup.shardings
 
   train_loader = make_loader(data.train_examples, data, config, seed=config.seed,
                              shuffle=True, repeat=True)
   ckpt = checkpoint_lib.Checkpointer(
       os.path.join(workdir, "checkpoints"), keep=t.checkpoint_keep,
       best_metric=t.checkpoint_best_metric, best_mode=t.checkpoint_best_mode)
-  target = state_lib.abstract_state(shardings, model, tx, (dummy, dummy, dummy), init_rng)
-  resumed = ckpt.restore_latest(target)
+  resumed = ckpt.restore_latest(setup.abstract_state())
   if resumed is not None:
     state, loader_state, latest = resumed
     train_loader.restore(loader_state)
@@ -306,9 +373,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   batch_sharding = parallel.batch_sharding(mesh)
   repl = parallel.replicated(mesh)
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-    p_train_step = jax.jit(functools.partial(train_step, schedule=schedule),
-                           in_shardings=(shardings, batch_sharding, repl),
-                           out_shardings=(shardings, repl), donate_argnums=0)
+    p_train_step = setup.p_train_step
     p_eval_step = jax.jit(functools.partial(eval_step,
                                             baseline_token=data.most_frequent_token),
                           in_shardings=(shardings, batch_sharding), out_shardings=repl)
@@ -324,7 +389,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     preempted = False
     for step in range(start + 1, t.num_train_steps + 1):
       batch = parallel.global_batch(next(batches), mesh)
-      state, metrics = p_train_step(state, batch, dropout_rng)
+      state, metrics = p_train_step(state, batch, setup.dropout_rng)
       if pending is not None:
         _log_train(writer, progress, *pending)
         pending = None

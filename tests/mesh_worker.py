@@ -1,0 +1,97 @@
+"""Subprocess helper for tests/test_parallel.py: trains on several meshes, prints JSON.
+
+Run as `python -m tests.mesh_worker` with XLA_FLAGS=--xla_force_host_platform_device_count=8
+set before JAX starts (pytest's process already holds a 1-device JAX, so the test
+launches this in a fresh process). For every mesh in MESHES it trains the same tiny
+model for STEPS steps on the same synthetic batches (dropout on: with
+`jax_threefry_partitionable` the dropout bits do not depend on the sharding) and
+reports the losses and, per parameter (scanned encoder: `encoder/layers/...`), the global and per-device shard shapes read
+from `addressable_shards`.
+"""
+import json
+import os
+import sys
+
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+import flax.linen as nn  # noqa: E402
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+
+jax.config.update("jax_default_matmul_precision", "highest")
+jax.config.update("jax_threefry_partitionable", True)
+
+from bert_jax import parallel  # noqa: E402
+from bert_jax.train import pretrain  # noqa: E402
+from configs import pretrain as pretrain_config  # noqa: E402
+
+MESHES = [(1, 1, 1), (8, 1, 1), (1, 8, 1), (2, 2, 2), (2, 1, 4)]
+STEPS = 5
+BATCH, LENGTH, PREDICTIONS, VOCAB = 16, 16, 4, 128
+
+
+def tiny_config():
+  c = pretrain_config.get_config(f"tiny,vocab={VOCAB},seq={LENGTH},batch={BATCH},steps=50")
+  c.model.hidden_size = 32
+  c.model.num_heads = 4
+  c.model.intermediate_size = 64
+  c.model.max_position_embeddings = 64
+  c.model.scan_layers = True  # the scanned encoder under every sharding
+  c.train.warmup_steps = 0
+  return c
+
+
+def synthetic_batch(step: int) -> dict[str, np.ndarray]:
+  r = np.random.default_rng(step)
+  weights = (r.random((BATCH, PREDICTIONS)) < 0.8).astype(np.float32)
+  mask = np.ones((BATCH, LENGTH), np.int32)
+  mask[::3, LENGTH - 4:] = 0  # some padding
+  return {
+      "input_ids": r.integers(5, VOCAB, (BATCH, LENGTH)).astype(np.int32),
+      "token_type_ids": np.repeat((np.arange(LENGTH) >= LENGTH // 2)[None], BATCH,
+                                  0).astype(np.int32),
+      "attention_mask": mask,
+      "masked_lm_positions": r.integers(1, LENGTH - 4, (BATCH, PREDICTIONS)).astype(np.int32),
+      "masked_lm_ids": r.integers(5, VOCAB, (BATCH, PREDICTIONS)).astype(np.int32),
+      "masked_lm_weights": weights,
+      "next_sentence_label": r.integers(0, 2, (BATCH,)).astype(np.int32),
+  }
+
+
+def shard_report(tree) -> dict:
+  """path -> (global shape, shard shapes of device 0, bytes held by each device)."""
+  out = {}
+  for path, x in jax.tree_util.tree_leaves_with_path(tree):
+    key = "/".join(str(getattr(k, "key", getattr(k, "name", k))) for k in path)
+    shards = x.addressable_shards
+    out[key] = {
+        "shape": list(x.shape),
+        "shard": list(shards[0].data.shape),
+        "device_bytes": [s.data.nbytes for s in sorted(shards, key=lambda s: s.device.id)],
+    }
+  return out
+
+
+def run(mesh_shape) -> dict:
+  config = tiny_config()
+  config.mesh.shape = mesh_shape
+  devices = jax.devices()[:int(np.prod(mesh_shape))]
+  mesh = parallel.create_mesh(config.mesh, devices)
+  rules = parallel.logical_axis_rules(config.mesh)
+  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+    setup = pretrain.Setup(config, mesh, rules)
+    state, losses = setup.state, []
+    for step in range(STEPS):
+      batch = parallel.global_batch(synthetic_batch(step), mesh)
+      state, metrics = setup.p_train_step(state, batch, setup.dropout_rng)
+      losses.append(metrics["loss"])
+    return {"losses": [float(x) for x in jax.device_get(losses)],
+            "params": shard_report(state.params),
+            "adam_mu": shard_report(state.opt_state[1][0].mu)}
+
+
+if __name__ == "__main__":
+  if jax.device_count() < 8:
+    sys.exit(f"needs 8 devices, found {jax.device_count()}: set XLA_FLAGS="
+             "--xla_force_host_platform_device_count=8 before JAX starts")
+  print(json.dumps({"x".join(map(str, m)): run(m) for m in MESHES}))
