@@ -182,3 +182,29 @@ def test_workdir_is_created_or_rejected_before_training(corpus, tmp_path):
   blocker.write_text("not a directory")
   with pytest.raises(ValueError, match="cannot create workdir .*a_file/run"):
     pretrain.train_and_evaluate(small_config(corpus), str(blocker / "run"))
+
+
+def test_checkpoint_restores_across_scanned_and_per_layer_layouts(corpus, tmp_path):
+  """Saved per-layer, resumed with model.scan_layers=True (and back): same losses."""
+  def config(scan):
+    c = small_config(corpus, steps=8)
+    c.model.num_layers = 2
+    c.train.log_every_steps = 1
+    c.train.checkpoint_every_steps = 4
+    c.train.eval_every_steps = 100
+    c.model.scan_layers = scan
+    return c
+
+  for saved_scan in (False, True):
+    ref = str(tmp_path / f"ref{saved_scan}")
+    pretrain.train_and_evaluate(config(saved_scan), ref)
+    want = losses(ref)
+    workdir = str(tmp_path / f"resumed{saved_scan}")
+    shutil.copytree(ref, workdir)
+    shutil.rmtree(os.path.join(workdir, "checkpoints", "8"))
+    os.remove(os.path.join(workdir, "metrics.jsonl"))
+    pretrain.train_and_evaluate(config(not saved_scan), workdir)
+    got = losses(workdir)
+    assert sorted(got) == [5, 6, 7, 8]
+    for s in got:
+      assert abs(got[s] - want[s]) <= 1e-5 * abs(want[s]), (saved_scan, s, got[s], want[s])

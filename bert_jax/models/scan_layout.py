@@ -42,6 +42,18 @@ def _map_children(fn, tree: Any) -> Any:
   return tree
 
 
+def is_scanned(params: Mapping) -> bool:
+  """True when a params tree holds the scanned encoder (`encoder/layers/...`)."""
+  if not isinstance(params, Mapping):
+    return False
+  for key, value in params.items():
+    if key == "encoder" and isinstance(value, Mapping):
+      return set(value) == {"layers"}
+    if isinstance(value, Mapping) and is_scanned(value):
+      return True
+  return False
+
+
 def to_scanned(tree: Any) -> Any:
   """`layer_0..layer_{N-1}` dicts -> one `layers` dict with a leading [N] axis."""
   if not isinstance(tree, Mapping):

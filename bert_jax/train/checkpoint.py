@@ -26,6 +26,7 @@ import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
 from orbax.checkpoint import checkpoint_managers
 
+from bert_jax.models import scan_layout
 from bert_jax.train import logging as log_lib
 
 _TMP_MARK = ".orbax-checkpoint-tmp"
@@ -38,6 +39,16 @@ def _item_handlers() -> dict:
 
 def _state_dict(state) -> dict:
   return {"step": state.step, "params": state.params, "opt_state": state.opt_state}
+
+
+def _in_layout(tree, scanned: bool):
+  """`tree` (arrays or ShapeDtypeStructs) in the scanned or per-layer encoder layout."""
+  if scan_layout.is_scanned(tree.get("params", tree)) == scanned:
+    return tree
+  convert = scan_layout.to_scanned if scanned else scan_layout.to_unscanned
+  if any(isinstance(x, jax.ShapeDtypeStruct) for x in jax.tree_util.tree_leaves(tree)):
+    return jax.eval_shape(convert, tree)
+  return convert(tree)
 
 
 def _flatten(tree, prefix=""):
@@ -125,8 +136,8 @@ class Checkpointer:
     saved_shapes = self._saved_param_shapes(step)
     if saved_shapes is None:
       raise ValueError(f"checkpoint {self.directory}/{step} has no readable metadata")
-    want = {k: tuple(v.shape) for k, v in _flatten(dict(state_target.params))
-            if hasattr(v, "shape")}
+    params = _in_layout(dict(state_target.params), self._saved_is_scanned(step))
+    want = {k: tuple(v.shape) for k, v in _flatten(params) if hasattr(v, "shape")}
     bad = [f"{k}: checkpoint {saved_shapes.get(k, 'missing')}, model {want[k]}"
            for k in sorted(want) if saved_shapes.get(k) != want[k]]
     extra = sorted(set(saved_shapes) - set(want))
@@ -138,16 +149,35 @@ class Checkpointer:
           + "\n  ".join(bad[:20]) + ("\n  ..." if len(bad) > 20 else ""))
 
   def restore(self, step: int, state_target) -> tuple[Any, dict]:
-    """`state_target`: a TrainState of ShapeDtypeStructs carrying target shardings."""
+    """`state_target`: a TrainState of ShapeDtypeStructs carrying target shardings.
+
+    A checkpoint in the other encoder layout (scanned vs per-layer, `model.scan_layers`)
+    is restored in its own layout on the host, converted, then placed on the target
+    shardings.
+    """
     self.check_compatible(step, state_target)
+    target = _state_dict(state_target)
+    saved_scanned = self._saved_is_scanned(step)
+    if saved_scanned == scan_layout.is_scanned(state_target.params):
+      item = target
+    else:
+      item = jax.tree_util.tree_map(lambda x: np.zeros(x.shape, x.dtype),
+                                    _in_layout(target, saved_scanned))
+      log_lib.info("checkpoint %s/%d is in the %s layout: converting", self.directory,
+                   step, "scanned" if saved_scanned else "per-layer")
     restored = self.manager.restore(
         int(step),
-        args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(_state_dict(state_target)),
-            data=ocp.args.JsonRestore()))
+        args=ocp.args.Composite(state=ocp.args.StandardRestore(item),
+                                data=ocp.args.JsonRestore()))
     s = restored["state"]
+    if item is not target:
+      s = _in_layout(s, not saved_scanned)
+      s = jax.device_put(s, jax.tree_util.tree_map(lambda x: x.sharding, target))
     return state_target.replace(step=s["step"], params=s["params"],
                                 opt_state=s["opt_state"]), dict(restored["data"])
+
+  def _saved_is_scanned(self, step: int) -> bool:
+    return any("/encoder/layers/" in f"/{k}" for k in self._saved_param_shapes(step) or {})
 
   def restore_latest(self, state_target) -> tuple[Any, dict, int] | None:
     """Newest checkpoint that restores; older ones are tried if a newer one is broken.
