@@ -208,3 +208,23 @@ def test_checkpoint_restores_across_scanned_and_per_layer_layouts(corpus, tmp_pa
     assert sorted(got) == [5, 6, 7, 8]
     for s in got:
       assert abs(got[s] - want[s]) <= 1e-5 * abs(want[s]), (saved_scan, s, got[s], want[s])
+
+
+def test_retention_keeps_the_newest_and_the_best(corpus, tmp_path):
+  workdir = str(tmp_path / "run")
+  config = small_config(corpus, steps=8)
+  config.train.checkpoint_every_steps = 1
+  config.train.eval_every_steps = 2
+  config.train.checkpoint_keep = 2
+  config.train.checkpoint_best_metric = "mlm_loss"
+  config.train.checkpoint_best_mode = "min"
+  pretrain.train_and_evaluate(config, workdir)
+  with open(os.path.join(workdir, "metrics.jsonl"), encoding="utf-8") as f:
+    evals = {r["step"]: r["eval/mlm_loss"] for r in map(json.loads, f) if "eval/mlm_loss" in r}
+  assert sorted(evals) == [2, 4, 6, 8]
+  best = min(evals, key=evals.get)
+  kept = {int(n) for n in os.listdir(os.path.join(workdir, "checkpoints")) if n.isdigit()}
+  assert kept == {7, 8, best}
+  saved = json.load(open(os.path.join(workdir, "checkpoints", "8", "config",
+                                      "metadata"), encoding="utf-8"))
+  assert saved["model"]["hidden_size"] == 32  # the resolved config travels with it
