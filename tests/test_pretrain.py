@@ -177,3 +177,28 @@ def test_nan_loss_is_a_clear_error():
              "nsp_loss": np.float32(0.7)}
   with pytest.raises(FloatingPointError, match="step 12"):
     pretrain._log_train(None, Bar(), 12, metrics)
+
+
+def test_objective_none_drops_the_nsp_loss_from_the_gradient():
+  """RoBERTa-style packing (data.objective='none'): NSP gets no gradient, MLM does."""
+  import flax.linen as nn
+  import jax
+  from bert_jax.models import BertForPreTraining
+  c = pretrain_config.get_config("tiny,vocab=100,seq=16")
+  c.model.hidden_size, c.model.num_heads, c.model.intermediate_size = 16, 2, 32
+  model = BertForPreTraining(c.model)
+  rng = np.random.default_rng(0)
+  ids = rng.integers(5, 100, (4, 16)).astype(np.int32)
+  batch = {"input_ids": ids, "token_type_ids": np.zeros_like(ids),
+           "attention_mask": np.ones_like(ids),
+           "masked_lm_positions": rng.integers(1, 16, (4, 3)).astype(np.int32),
+           "masked_lm_ids": rng.integers(5, 100, (4, 3)).astype(np.int32),
+           "masked_lm_weights": np.ones((4, 3), np.float32),
+           "next_sentence_label": np.array([0, 1, 0, 1], np.int32)}
+  params = nn.meta.unbox(model.init(jax.random.PRNGKey(0), ids, ids, ids)["params"])
+  key = jax.random.PRNGKey(1)
+  with_nsp, _ = pretrain.grads_and_sums(model.apply, params, batch, key, use_nsp=True)
+  without, _ = pretrain.grads_and_sums(model.apply, params, batch, key, use_nsp=False)
+  assert float(np.abs(with_nsp["nsp"]["kernel"]).max()) > 0
+  assert float(np.abs(without["nsp"]["kernel"]).max()) == 0.0
+  assert float(np.abs(without["mlm"]["output_bias"]).max()) > 0

@@ -35,7 +35,8 @@ BATCH_KEYS = ("input_ids", "token_type_ids", "attention_mask", "masked_lm_positi
 # ----------------------------------------------------------------------------- steps
 
 
-def grads_and_sums(apply_fn, params, batch, rng, grad_accum_steps: int = 1):
+def grads_and_sums(apply_fn, params, batch, rng, grad_accum_steps: int = 1,
+                   use_nsp: bool = True):
   """Gradient of the pretraining loss and the metric sums over the global batch.
 
   With `grad_accum_steps=k` the batch is cut into k microbatches (rows j, j+k, ...
@@ -43,7 +44,10 @@ def grads_and_sums(apply_fn, params, batch, rng, grad_accum_steps: int = 1):
   gradients are summed in a `lax.scan`. Each microbatch loss is normalised by the
   full batch's MLM weight and row count, so the sum equals the full-batch gradient.
   Dropout draws from `rng` (folded with the microbatch index when k > 1).
+  `use_nsp=False` (data.objective='none', RoBERTa-style packing) drops the NSP term
+  from the loss; its metrics are still computed.
   """
+  nsp_scale = 1.0 if use_nsp else 0.0
   mlm_weight = jnp.sum(batch["masked_lm_weights"].astype(jnp.float32)) + 1e-5
   nsp_count = batch["next_sentence_label"].shape[0]
 
@@ -53,7 +57,8 @@ def grads_and_sums(apply_fn, params, batch, rng, grad_accum_steps: int = 1):
                      mb["attention_mask"], masked_lm_positions=mb["masked_lm_positions"],
                      deterministic=False, rngs={"dropout": rng})
       sums = losses.pretraining_sums(out, mb)
-      return sums["mlm_loss_sum"] / mlm_weight + sums["nsp_loss_sum"] / nsp_count, sums
+      loss = sums["mlm_loss_sum"] / mlm_weight + nsp_scale * sums["nsp_loss_sum"] / nsp_count
+      return loss, sums
     return jax.grad(loss_fn, has_aux=True)(params)
 
   if grad_accum_steps == 1:
@@ -76,12 +81,15 @@ def grads_and_sums(apply_fn, params, batch, rng, grad_accum_steps: int = 1):
   return grads, sums
 
 
-def train_step(state, batch, rng, *, schedule, grad_accum_steps: int = 1):
+def train_step(state, batch, rng, *, schedule, grad_accum_steps: int = 1,
+               use_nsp: bool = True):
   """One optimizer step. Pure: (state, global batch, rng) -> (state, metrics)."""
   dropout_rng = jax.random.fold_in(rng, state.step)
   grads, sums = grads_and_sums(state.apply_fn, state.params, batch, dropout_rng,
-                               grad_accum_steps)
+                               grad_accum_steps, use_nsp)
   metrics = losses.metrics_from_sums(sums)
+  if not use_nsp:
+    metrics["loss"] = metrics["mlm_loss"]
   metrics["grad_norm"] = optax.global_norm(grads)
   metrics["learning_rate"] = schedule(state.step)
   return state.apply_gradients(grads=grads), metrics
@@ -99,14 +107,14 @@ def eval_step(state, batch, *, baseline_token: int):
   return sums
 
 
-def jit_train_step(schedule, t, state_shardings, mesh):
+def jit_train_step(schedule, t, state_shardings, mesh, use_nsp: bool = True):
   """train_step under jit: explicit in/out shardings, state donated.
 
   Call (and first run) it under `jax.set_mesh(mesh)` and `nn.logical_axis_rules`.
   """
   return jax.jit(
       functools.partial(train_step, schedule=schedule,
-                        grad_accum_steps=t.get("grad_accum_steps", 1)),
+                        grad_accum_steps=t.get("grad_accum_steps", 1), use_nsp=use_nsp),
       in_shardings=(state_shardings, parallel.batch_sharding(mesh),
                     parallel.replicated(mesh)),
       out_shardings=(state_shardings, parallel.replicated(mesh)), donate_argnums=0)
@@ -132,7 +140,9 @@ class Setup:
     self.init_rng, self.dropout_rng = jax.random.split(jax.random.PRNGKey(config.seed))
     self.state, self.shardings = state_lib.create_sharded_state(
         self.model, self.tx, self.dummy_inputs, self.init_rng, mesh, rules)
-    self.p_train_step = jit_train_step(self.schedule, t, self.shardings, mesh)
+    self.p_train_step = jit_train_step(
+        self.schedule, t, self.shardings, mesh,
+        use_nsp=config.data.get("objective", "nsp") != "none")
 
   def abstract_state(self):
     return state_lib.abstract_state(self.shardings, self.model, self.tx,
