@@ -3,7 +3,6 @@
 Relative error is measured norm-wise: max|ours - theirs| / max|theirs|, so logits near
 zero do not make an elementwise ratio meaningless.
 """
-import json
 import pathlib
 
 import numpy as np

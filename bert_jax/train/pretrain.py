@@ -18,7 +18,6 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
-from absl import logging
 from jax.experimental import multihost_utils
 
 from bert_jax import config_checks, parallel
@@ -27,10 +26,6 @@ from bert_jax.models import BertForPreTraining
 from bert_jax.train import checkpoint as checkpoint_lib
 from bert_jax.train import logging as log_lib
 from bert_jax.train import losses, optim, preemption, state as state_lib
-
-BATCH_KEYS = ("input_ids", "token_type_ids", "attention_mask", "masked_lm_positions",
-              "masked_lm_ids", "masked_lm_weights", "next_sentence_label")
-
 
 # ----------------------------------------------------------------------------- steps
 

@@ -8,7 +8,7 @@ device ever holds a full unsharded copy.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
 
 import flax.linen as nn
 import jax
