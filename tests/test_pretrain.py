@@ -195,7 +195,8 @@ def test_objective_none_drops_the_nsp_loss_from_the_gradient():
            "masked_lm_ids": rng.integers(5, 100, (4, 3)).astype(np.int32),
            "masked_lm_weights": np.ones((4, 3), np.float32),
            "next_sentence_label": np.array([0, 1, 0, 1], np.int32)}
-  params = nn.meta.unbox(model.init(jax.random.PRNGKey(0), ids, ids, ids)["params"])
+  params = nn.meta.unbox(model.init(jax.random.PRNGKey(0), ids, batch["token_type_ids"],
+                                    batch["attention_mask"])["params"])
   key = jax.random.PRNGKey(1)
   with_nsp, _ = pretrain.grads_and_sums(model.apply, params, batch, key, use_nsp=True)
   without, _ = pretrain.grads_and_sums(model.apply, params, batch, key, use_nsp=False)

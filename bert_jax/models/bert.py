@@ -149,9 +149,8 @@ class Embeddings(nn.Module):
 
 def attention_bias(attention_mask: jax.Array, dtype: Dtype) -> jax.Array:
   """[batch, length] 1/0 mask -> additive [batch, 1, 1, length] bias (as HF BERT)."""
-  big_negative = jnp.finfo(dtype).min
-  mask = attention_mask[:, None, None, :].astype(dtype)
-  return (1.0 - mask) * big_negative
+  keep = attention_mask[:, None, None, :] != 0
+  return jnp.where(keep, jnp.zeros((), dtype), jnp.finfo(dtype).min)
 
 
 class SelfAttention(nn.Module):
