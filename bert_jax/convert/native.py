@@ -22,7 +22,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from bert_jax.convert.common import ConversionError, expected_shapes, unflatten
+from bert_jax.convert.common import ConversionError, check_shapes, expected_shapes, unflatten
 
 CONFIG_FILE = "config.json"
 PARAMS_DIR = "params"
@@ -49,23 +49,20 @@ def _model_config(d: dict, where: str) -> ml_collections.ConfigDict:
   return cfg
 
 
-def _restore_params(path: str, cfg, subtree: str | None) -> dict:
-  """Restores the params (under `subtree` of the saved item, if given) as numpy."""
+def _restore_params(path: str, cfg) -> dict:
+  """Restores a params dir's orbax tree as numpy, with the shapes `cfg` implies."""
   import orbax.checkpoint as ocp  # local: `import bert_jax.convert` stays light
   shapes = unflatten({p: jax.ShapeDtypeStruct(s, np.float32)
                       for p, s in expected_shapes(cfg).items()})
   args = jax.tree_util.tree_map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray),
                                 shapes)
-  item, restore_args = (({subtree: shapes}, {subtree: args}) if subtree
-                        else (shapes, args))
   try:
     with ocp.PyTreeCheckpointer() as ckptr:
-      out = ckptr.restore(path, args=ocp.args.PyTreeRestore(
-          item=item, restore_args=restore_args, partial_restore=True))
+      return ckptr.restore(path, args=ocp.args.PyTreeRestore(
+          item=shapes, restore_args=args, partial_restore=True))
   except (FileNotFoundError, KeyError, ValueError) as e:
     raise ConversionError(f"cannot restore params from {path} with the shapes that "
                           f"its config.json implies: {e}") from None
-  return out[subtree] if subtree else out
 
 
 def is_params_dir(path: str) -> bool:
@@ -78,24 +75,28 @@ def is_workdir(path: str) -> bool:
           and os.path.isdir(os.path.join(path, CHECKPOINTS_DIR)))
 
 
-def latest_step(workdir: str) -> int:
-  directory = os.path.join(workdir, CHECKPOINTS_DIR)
-  steps = [int(d) for d in os.listdir(directory) if d.isdigit()]
-  if not steps:
-    raise ConversionError(f"{directory} holds no finished checkpoint (no <step> dirs)")
-  return max(steps)
-
-
 def read_workdir(workdir: str, step: int | None = None):
-  """-> (params, model config, tokenizer files, step) of a training workdir."""
+  """-> (params, model config, tokenizer files, step) of a training workdir.
+
+  Params come through `checkpoint.restore_params` (the newest complete step unless
+  `step` is given), in the per-layer layout whatever `model.scan_layers` was.
+  """
+  from bert_jax.models import scan_layout
+  from bert_jax.train import checkpoint as checkpoint_lib
   where = os.path.join(workdir, CONFIG_FILE)
   full = _read_config(where)
   cfg = _model_config(full, where)
-  step = latest_step(workdir) if step is None else step
-  path = os.path.join(workdir, CHECKPOINTS_DIR, str(step), "state")
-  if not os.path.isdir(path):
-    raise ConversionError(f"missing checkpoint directory {path}")
-  params = _restore_params(path, cfg, "params")
+  directory = os.path.join(workdir, CHECKPOINTS_DIR)
+  if step is not None and not os.path.isdir(os.path.join(directory, str(step), "state")):
+    raise ConversionError(f"missing checkpoint directory {directory}/{step}/state")
+  try:
+    params, step = checkpoint_lib.restore_params(directory, step, with_step=True)
+  except FileNotFoundError as e:
+    raise ConversionError(f"{directory} holds no finished checkpoint ({e})") from None
+  params = scan_layout.to_unscanned(params)
+  if cfg.get("scan_layers", False):
+    cfg.scan_layers = False
+  check_shapes(params, cfg, f"checkpoint {directory}/{step}")
   tok_path = (full.get("data") or {}).get("tokenizer_path") or os.path.join(
       workdir, "tokenizer", "spm.model")
   tokenizer = [p for p in (tok_path, os.path.splitext(tok_path)[0] + ".json")
@@ -107,7 +108,7 @@ def read_params_dir(path: str):
   """-> (params, model config, tokenizer files) of a converted-params dir."""
   where = os.path.join(path, CONFIG_FILE)
   cfg = _model_config(_read_config(where), where)
-  params = _restore_params(os.path.abspath(os.path.join(path, PARAMS_DIR)), cfg, None)
+  params = _restore_params(os.path.abspath(os.path.join(path, PARAMS_DIR)), cfg)
   return params, cfg
 
 

@@ -143,11 +143,6 @@ class PreparedSplit:
     def __len__(self) -> int:
         return self.num_examples
 
-    def __getitem__(self, key: str) -> range:
-        """``len(split['input_ids'])`` is the number of examples (the array dicts' idiom)."""
-        if key != "input_ids":
-            raise KeyError(f"PreparedSplit holds records, not arrays; found key {key!r}")
-        return range(self.num_examples)
 
 
 class GrainPretrainingLoader:
@@ -290,13 +285,13 @@ class Phase(NamedTuple):
 
 
 class PhasedSplits:
-    """Training splits by phase; ``len(x['input_ids'])`` is the first phase's size."""
+    """Training splits by phase; ``len()`` is the first phase's size."""
 
     def __init__(self, phases: Sequence[Phase]):
         self.phases = list(phases)
 
-    def __getitem__(self, key: str) -> range:
-        return self.phases[0].split[key]
+    def __len__(self) -> int:
+        return len(self.phases[0].split)
 
 
 class PhasedLoader:

@@ -227,11 +227,12 @@ class Checkpointer:
 
 
 def restore_params(checkpoint_dir: str, step: int | None = None,
-                   target: Any | None = None) -> dict:
+                   target: Any | None = None, with_step: bool = False):
   """Params only, from a pretraining run's `workdir/checkpoints` (for fine-tuning).
 
   `target`: optional tree of ShapeDtypeStructs (with shardings) for a sharded restore;
-  without it the arrays come back as host numpy arrays.
+  without it the arrays come back as host numpy arrays. `with_step=True` returns
+  (params, step).
   """
   directory = os.path.abspath(checkpoint_dir)
   if not os.path.isdir(directory):
@@ -255,4 +256,4 @@ def restore_params(checkpoint_dir: str, step: int | None = None,
     restore_args = ocp.checkpoint_utils.construct_restore_args(target)
   restored = checkpointer.restore(path, args=ocp.args.PyTreeRestore(
       item={"params": item}, restore_args={"params": restore_args}, partial_restore=True))
-  return restored["params"]
+  return (restored["params"], step) if with_step else restored["params"]

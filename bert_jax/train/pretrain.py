@@ -267,6 +267,11 @@ def prepare_data(config, workdir: str) -> PretrainingData:
   return PretrainingData(tok, train, evals, int(np.argmax(counts)))
 
 
+def _num_examples(examples) -> int:
+  """In-memory examples are a dict of [N, ...] arrays; prepared splits have len()."""
+  return len(examples["input_ids"]) if isinstance(examples, dict) else len(examples)
+
+
 def make_loader(examples, data: PretrainingData, config, *, seed: int, shuffle: bool,
                 repeat: bool):
   """In-memory examples (dict of arrays), a prepared split, or phases of them."""
@@ -355,8 +360,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
   data = prepare_data(config, workdir)
   log_lib.info("examples: %d train, %d eval; vocab %d",
-               len(data.train_examples["input_ids"]),
-               len(data.eval_examples["input_ids"]), data.tokenizer.vocab_size)
+               _num_examples(data.train_examples), _num_examples(data.eval_examples),
+               data.tokenizer.vocab_size)
 
   setup = Setup(config, mesh, rules)
   state, shardings = setup.state, setup.shardings
