@@ -34,17 +34,17 @@ _MASK_PROB, _KEEP_PROB = 0.8, 0.1  # the rest (0.1) is a random token
 
 
 class MaskingRandomness(NamedTuple):
-    """Per-token random draws, all [batch, length].
+  """Per-token random draws, all [batch, length].
 
-    priority: float in [0, 1); the order in which units are visited (value at the
-      unit's first token).
-    action: float in [0, 1); < 0.8 mask, < 0.9 keep, else random (value at the
-      unit's first token, so one choice per word).
-    random_ids: int, the replacement id of each token if its unit draws "random".
-    """
-    priority: np.ndarray
-    action: np.ndarray
-    random_ids: np.ndarray
+  priority: float in [0, 1); the order in which units are visited (value at the
+    unit's first token).
+  action: float in [0, 1); < 0.8 mask, < 0.9 keep, else random (value at the
+    unit's first token, so one choice per word).
+  random_ids: int, the replacement id of each token if its unit draws "random".
+  """
+  priority: np.ndarray
+  action: np.ndarray
+  random_ids: np.ndarray
 
 
 # ----------------------------------------------------------------------------------
@@ -52,56 +52,56 @@ class MaskingRandomness(NamedTuple):
 
 
 def _mix64(x: np.ndarray) -> np.ndarray:
-    """SplitMix64 finaliser: a bijective 64-bit hash, elementwise on uint64."""
-    with np.errstate(over="ignore"):
-        x = (x ^ (x >> np.uint64(30))) * _MIX_1
-        x = (x ^ (x >> np.uint64(27))) * _MIX_2
-        return x ^ (x >> np.uint64(31))
+  """SplitMix64 finaliser: a bijective 64-bit hash, elementwise on uint64."""
+  with np.errstate(over="ignore"):
+    x = (x ^ (x >> np.uint64(30))) * _MIX_1
+    x = (x ^ (x >> np.uint64(27))) * _MIX_2
+    return x ^ (x >> np.uint64(31))
 
 
 def _as_uint64(values) -> np.ndarray:
-    array = np.asarray(values)
-    if array.dtype.kind == "i" and (array < 0).any():
-        raise ValueError(f"Masking seeds: expected non-negative integers, found {array.min()}")
-    if array.dtype.kind not in "iu":
-        raise ValueError(f"Masking seeds: expected integers, found dtype {array.dtype}")
-    return array.astype(np.uint64)
+  array = np.asarray(values)
+  if array.dtype.kind == "i" and (array < 0).any():
+    raise ValueError(f"Masking seeds: expected non-negative integers, found {array.min()}")
+  if array.dtype.kind not in "iu":
+    raise ValueError(f"Masking seeds: expected integers, found dtype {array.dtype}")
+  return array.astype(np.uint64)
 
 
 def example_seeds(seed: int, epoch: int, example_indices: np.ndarray) -> np.ndarray:
-    """[B] uint64 seeds, one per example, from (seed, epoch, example index)."""
-    key = _mix64(_as_uint64([seed]) + _GOLDEN_GAMMA)
-    key = _mix64(key ^ _as_uint64([epoch]))
-    return _mix64(key ^ _as_uint64(np.atleast_1d(example_indices)).ravel())
+  """[B] uint64 seeds, one per example, from (seed, epoch, example index)."""
+  key = _mix64(_as_uint64([seed]) + _GOLDEN_GAMMA)
+  key = _mix64(key ^ _as_uint64([epoch]))
+  return _mix64(key ^ _as_uint64(np.atleast_1d(example_indices)).ravel())
 
 
 def _uniform_bits(seeds: np.ndarray, length: int) -> np.ndarray:
-    """[B, streams, length] uint64: SplitMix64 output of each row's seed."""
-    state = _mix64(seeds)[:, None, None]
-    counter = np.arange(1, _NUM_STREAMS * length + 1, dtype=np.uint64)
-    with np.errstate(over="ignore"):
-        return _mix64(state + counter.reshape(_NUM_STREAMS, length) * _GOLDEN_GAMMA)
+  """[B, streams, length] uint64: SplitMix64 output of each row's seed."""
+  state = _mix64(seeds)[:, None, None]
+  counter = np.arange(1, _NUM_STREAMS * length + 1, dtype=np.uint64)
+  with np.errstate(over="ignore"):
+    return _mix64(state + counter.reshape(_NUM_STREAMS, length) * _GOLDEN_GAMMA)
 
 
 def draw_masking_randomness(seeds: np.ndarray, length: int, vocab_size: int,
                             first_normal_id: int) -> MaskingRandomness:
-    """Random draws for ``mask_tokens``, row b a function of ``seeds[b]`` alone.
+  """Random draws for ``mask_tokens``, row b a function of ``seeds[b]`` alone.
 
-    Args:
-      seeds: [B] non-negative integer seeds (e.g. ``example_seeds``).
-      length: L, the sequence length.
-      vocab_size, first_normal_id: random replacement ids are uniform in
-        ``[first_normal_id, vocab_size)``.
-    """
-    if not 0 <= first_normal_id < vocab_size:
-        raise ValueError(
-            f"first_normal_id: expected a value in [0, vocab_size={vocab_size}), "
-            f"found {first_normal_id}")
-    bits = _uniform_bits(_as_uint64(seeds).ravel(), length)
-    to_unit = (bits[:, :2] >> np.uint64(11)).astype(np.float64) * 2.0**-53
-    num_normal = np.uint64(vocab_size - first_normal_id)
-    random_ids = (bits[:, 2] % num_normal).astype(np.int64) + first_normal_id
-    return MaskingRandomness(to_unit[:, 0], to_unit[:, 1], random_ids.astype(np.int32))
+  Args:
+    seeds: [B] non-negative integer seeds (e.g. ``example_seeds``).
+    length: L, the sequence length.
+    vocab_size, first_normal_id: random replacement ids are uniform in
+      ``[first_normal_id, vocab_size)``.
+  """
+  if not 0 <= first_normal_id < vocab_size:
+    raise ValueError(
+        f"first_normal_id: expected a value in [0, vocab_size={vocab_size}), "
+        f"found {first_normal_id}")
+  bits = _uniform_bits(_as_uint64(seeds).ravel(), length)
+  to_unit = (bits[:, :2] >> np.uint64(11)).astype(np.float64) * 2.0**-53
+  num_normal = np.uint64(vocab_size - first_normal_id)
+  random_ids = (bits[:, 2] % num_normal).astype(np.int64) + first_normal_id
+  return MaskingRandomness(to_unit[:, 0], to_unit[:, 1], random_ids.astype(np.int32))
 
 
 # ----------------------------------------------------------------------------------
@@ -111,78 +111,78 @@ def draw_masking_randomness(seeds: np.ndarray, length: int, vocab_size: int,
 def _check_args(input_ids: np.ndarray, maskable: np.ndarray, word_start: np.ndarray | None,
                 rand: MaskingRandomness, masked_lm_prob: float,
                 max_predictions_per_seq: int) -> None:
-    if input_ids.ndim != 2:
-        raise ValueError(f"input_ids: expected [batch, length], found shape {input_ids.shape}")
-    named = {"maskable": maskable, "word_start": word_start, **rand._asdict()}
-    for name, array in named.items():
-        if array is not None and np.shape(array) != input_ids.shape:
-            raise ValueError(
-                f"{name}: expected shape {input_ids.shape} like input_ids, "
-                f"found {np.shape(array)}")
-    length = input_ids.shape[1]
-    if not 1 <= max_predictions_per_seq <= length:
-        raise ValueError(
-            f"max_predictions_per_seq: expected a value in [1, sequence length {length}], "
-            f"found {max_predictions_per_seq}")
-    if not 0.0 < masked_lm_prob < 1.0:
-        raise ValueError(f"masked_lm_prob: expected a value in (0, 1), found {masked_lm_prob}")
+  if input_ids.ndim != 2:
+    raise ValueError(f"input_ids: expected [batch, length], found shape {input_ids.shape}")
+  named = {"maskable": maskable, "word_start": word_start, **rand._asdict()}
+  for name, array in named.items():
+    if array is not None and np.shape(array) != input_ids.shape:
+      raise ValueError(
+          f"{name}: expected shape {input_ids.shape} like input_ids, "
+          f"found {np.shape(array)}")
+  length = input_ids.shape[1]
+  if not 1 <= max_predictions_per_seq <= length:
+    raise ValueError(
+        f"max_predictions_per_seq: expected a value in [1, sequence length {length}], "
+        f"found {max_predictions_per_seq}")
+  if not 0.0 < masked_lm_prob < 1.0:
+    raise ValueError(f"masked_lm_prob: expected a value in (0, 1), found {masked_lm_prob}")
 
 
 def _word_ids(maskable: np.ndarray, word_start: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-    """[B, L] unit id of each token (-1 where not maskable) and [B, L] unit starts."""
-    if word_start is None:
-        starts = maskable.copy()
-    else:
-        after_unmaskable = np.ones_like(maskable)
-        after_unmaskable[:, 1:] = ~maskable[:, :-1]
-        starts = maskable & (word_start.astype(bool) | after_unmaskable)
-    unit_ids = np.cumsum(starts, axis=1) - 1
-    return np.where(maskable, unit_ids, -1), starts
+  """[B, L] unit id of each token (-1 where not maskable) and [B, L] unit starts."""
+  if word_start is None:
+    starts = maskable.copy()
+  else:
+    after_unmaskable = np.ones_like(maskable)
+    after_unmaskable[:, 1:] = ~maskable[:, :-1]
+    starts = maskable & (word_start.astype(bool) | after_unmaskable)
+  unit_ids = np.cumsum(starts, axis=1) - 1
+  return np.where(maskable, unit_ids, -1), starts
 
 
 def _select_units(unit_len: np.ndarray, unit_priority: np.ndarray,
                   budget: np.ndarray) -> np.ndarray:
-    """[B, U] bool: greedy pick of units in priority order that fit the budget.
+  """[B, U] bool: greedy pick of units in priority order that fit the budget.
 
-    Sequential over the visiting rank, vectorised over rows; stops as soon as no
-    row can take any further unit.
-    """
-    order = np.argsort(unit_priority, axis=1, kind="stable")
-    lengths = np.take_along_axis(unit_len, order, axis=1)  # 0 for absent units
-    if lengths.max(initial=0) <= 1:  # single tokens: the greedy pick is a prefix
-        taken = (lengths > 0) & (np.cumsum(lengths, axis=1) <= budget[:, None])
-        selected = np.zeros_like(taken)
-        np.put_along_axis(selected, order, taken, axis=1)
-        return selected
-    # Smallest length still ahead (absent units count as too long to fit).
-    ahead = np.where(lengths > 0, lengths, np.iinfo(lengths.dtype).max)
-    smallest_ahead = np.minimum.accumulate(ahead[:, ::-1], axis=1)[:, ::-1]
-    remaining = budget.astype(lengths.dtype).copy()
-    taken = np.zeros(lengths.shape, dtype=bool)
-    for rank in range(lengths.shape[1]):
-        if not (remaining >= smallest_ahead[:, rank]).any():
-            break
-        fits = (lengths[:, rank] > 0) & (lengths[:, rank] <= remaining)
-        taken[:, rank] = fits
-        remaining -= np.where(fits, lengths[:, rank], 0)
+  Sequential over the visiting rank, vectorised over rows; stops as soon as no
+  row can take any further unit.
+  """
+  order = np.argsort(unit_priority, axis=1, kind="stable")
+  lengths = np.take_along_axis(unit_len, order, axis=1)  # 0 for absent units
+  if lengths.max(initial=0) <= 1:  # single tokens: the greedy pick is a prefix
+    taken = (lengths > 0) & (np.cumsum(lengths, axis=1) <= budget[:, None])
     selected = np.zeros_like(taken)
     np.put_along_axis(selected, order, taken, axis=1)
     return selected
+  # Smallest length still ahead (absent units count as too long to fit).
+  ahead = np.where(lengths > 0, lengths, np.iinfo(lengths.dtype).max)
+  smallest_ahead = np.minimum.accumulate(ahead[:, ::-1], axis=1)[:, ::-1]
+  remaining = budget.astype(lengths.dtype).copy()
+  taken = np.zeros(lengths.shape, dtype=bool)
+  for rank in range(lengths.shape[1]):
+    if not (remaining >= smallest_ahead[:, rank]).any():
+      break
+    fits = (lengths[:, rank] > 0) & (lengths[:, rank] <= remaining)
+    taken[:, rank] = fits
+    remaining -= np.where(fits, lengths[:, rank], 0)
+  selected = np.zeros_like(taken)
+  np.put_along_axis(selected, order, taken, axis=1)
+  return selected
 
 
 def _gather_predictions(original: np.ndarray, selected: np.ndarray,
                         max_predictions: int) -> dict[str, np.ndarray]:
-    """[B, P] positions (ascending), original ids and weights of selected tokens."""
-    batch = original.shape[0]
-    rows, cols = np.nonzero(selected)  # row-major: positions ascend within a row
-    slots = (np.cumsum(selected, axis=1) - 1)[rows, cols]
-    positions = np.zeros((batch, max_predictions), dtype=np.int32)
-    ids = np.zeros((batch, max_predictions), dtype=np.int32)
-    weights = np.zeros((batch, max_predictions), dtype=np.float32)
-    positions[rows, slots] = cols
-    ids[rows, slots] = original[rows, cols]
-    weights[rows, slots] = 1.0
-    return {"masked_lm_positions": positions, "masked_lm_ids": ids, "masked_lm_weights": weights}
+  """[B, P] positions (ascending), original ids and weights of selected tokens."""
+  batch = original.shape[0]
+  rows, cols = np.nonzero(selected)  # row-major: positions ascend within a row
+  slots = (np.cumsum(selected, axis=1) - 1)[rows, cols]
+  positions = np.zeros((batch, max_predictions), dtype=np.int32)
+  ids = np.zeros((batch, max_predictions), dtype=np.int32)
+  weights = np.zeros((batch, max_predictions), dtype=np.float32)
+  positions[rows, slots] = cols
+  ids[rows, slots] = original[rows, cols]
+  weights[rows, slots] = 1.0
+  return {"masked_lm_positions": positions, "masked_lm_ids": ids, "masked_lm_weights": weights}
 
 
 def mask_tokens(
@@ -196,59 +196,59 @@ def mask_tokens(
     masked_lm_prob: float = 0.15,
     max_predictions_per_seq: int = 20,
 ) -> dict[str, np.ndarray]:
-    """Masks a batch for the masked-LM objective (see the module docstring).
+  """Masks a batch for the masked-LM objective (see the module docstring).
 
-    Args:
-      input_ids: [B, L] token ids.
-      maskable: [B, L] bool, False at [CLS], [SEP], [PAD] and other special tokens.
-      word_start: [B, L] bool, True where a token begins a word (whole-word masking),
-        or None to mask single tokens.
-      rand: the per-token random draws (``draw_masking_randomness``).
-      mask_id: the [MASK] id.
-      vocab_size, first_normal_id: random replacements are drawn by the caller in
-        ``[first_normal_id, vocab_size)``; checked here against ``rand.random_ids``
-        only through the declared range (not scanned, this is the hot path).
-      masked_lm_prob: share of maskable tokens to predict, in (0, 1).
-      max_predictions_per_seq: P, the cap and the padded width of the outputs.
+  Args:
+    input_ids: [B, L] token ids.
+    maskable: [B, L] bool, False at [CLS], [SEP], [PAD] and other special tokens.
+    word_start: [B, L] bool, True where a token begins a word (whole-word masking),
+      or None to mask single tokens.
+    rand: the per-token random draws (``draw_masking_randomness``).
+    mask_id: the [MASK] id.
+    vocab_size, first_normal_id: random replacements are drawn by the caller in
+      ``[first_normal_id, vocab_size)``; checked here against ``rand.random_ids``
+      only through the declared range (not scanned, this is the hot path).
+    masked_lm_prob: share of maskable tokens to predict, in (0, 1).
+    max_predictions_per_seq: P, the cap and the padded width of the outputs.
 
-    Returns:
-      ``input_ids`` [B, L] (masked copy, same dtype), ``masked_lm_positions`` [B, P]
-      int32, ``masked_lm_ids`` [B, P] int32 (original ids), ``masked_lm_weights``
-      [B, P] float32 (1.0 on predictions, 0.0 on padding slots).
-    """
-    input_ids = np.asarray(input_ids)
-    maskable = np.asarray(maskable, dtype=bool)
-    _check_args(input_ids, maskable, word_start, rand, masked_lm_prob, max_predictions_per_seq)
-    if not 0 <= first_normal_id < vocab_size:
-        raise ValueError(
-            f"first_normal_id: expected a value in [0, vocab_size={vocab_size}), "
-            f"found {first_normal_id}")
-    batch, length = input_ids.shape
-    rows = np.arange(batch)[:, None]
+  Returns:
+    ``input_ids`` [B, L] (masked copy, same dtype), ``masked_lm_positions`` [B, P]
+    int32, ``masked_lm_ids`` [B, P] int32 (original ids), ``masked_lm_weights``
+    [B, P] float32 (1.0 on predictions, 0.0 on padding slots).
+  """
+  input_ids = np.asarray(input_ids)
+  maskable = np.asarray(maskable, dtype=bool)
+  _check_args(input_ids, maskable, word_start, rand, masked_lm_prob, max_predictions_per_seq)
+  if not 0 <= first_normal_id < vocab_size:
+    raise ValueError(
+        f"first_normal_id: expected a value in [0, vocab_size={vocab_size}), "
+        f"found {first_normal_id}")
+  batch, length = input_ids.shape
+  rows = np.arange(batch)[:, None]
 
-    unit_ids, starts = _word_ids(maskable, None if word_start is None else np.asarray(word_start))
-    flat_units = (rows * length + np.maximum(unit_ids, 0))[maskable]
-    unit_len = np.bincount(flat_units, minlength=batch * length).reshape(batch, length)
-    unit_priority = np.full((batch, length), np.inf)
-    start_rows, start_cols = np.nonzero(starts)
-    start_units = unit_ids[start_rows, start_cols]
-    unit_priority[start_rows, start_units] = rand.priority[start_rows, start_cols]
-    unit_action = np.zeros((batch, length))
-    unit_action[start_rows, start_units] = rand.action[start_rows, start_cols]
+  unit_ids, starts = _word_ids(maskable, None if word_start is None else np.asarray(word_start))
+  flat_units = (rows * length + np.maximum(unit_ids, 0))[maskable]
+  unit_len = np.bincount(flat_units, minlength=batch * length).reshape(batch, length)
+  unit_priority = np.full((batch, length), np.inf)
+  start_rows, start_cols = np.nonzero(starts)
+  start_units = unit_ids[start_rows, start_cols]
+  unit_priority[start_rows, start_units] = rand.priority[start_rows, start_cols]
+  unit_action = np.zeros((batch, length))
+  unit_action[start_rows, start_units] = rand.action[start_rows, start_cols]
 
-    num_maskable = maskable.sum(axis=1)
-    budget = np.minimum(max_predictions_per_seq,
-                        np.maximum(1, np.rint(num_maskable * masked_lm_prob).astype(np.int64)))
-    budget = np.where(num_maskable > 0, budget, 0)
-    unit_selected = _select_units(unit_len, unit_priority, budget)
+  num_maskable = maskable.sum(axis=1)
+  budget = np.minimum(max_predictions_per_seq,
+                      np.maximum(1, np.rint(num_maskable * masked_lm_prob).astype(np.int64)))
+  budget = np.where(num_maskable > 0, budget, 0)
+  unit_selected = _select_units(unit_len, unit_priority, budget)
 
-    safe_units = np.maximum(unit_ids, 0)
-    selected = maskable & np.take_along_axis(unit_selected, safe_units, axis=1)
-    action = np.take_along_axis(unit_action, safe_units, axis=1)
-    masked = input_ids.copy()
-    to_mask = selected & (action < _MASK_PROB)
-    to_random = selected & (action >= _MASK_PROB + _KEEP_PROB)
-    masked[to_mask] = mask_id
-    masked[to_random] = np.asarray(rand.random_ids)[to_random]
-    predictions = _gather_predictions(input_ids, selected, max_predictions_per_seq)
-    return {"input_ids": masked, **predictions}
+  safe_units = np.maximum(unit_ids, 0)
+  selected = maskable & np.take_along_axis(unit_selected, safe_units, axis=1)
+  action = np.take_along_axis(unit_action, safe_units, axis=1)
+  masked = input_ids.copy()
+  to_mask = selected & (action < _MASK_PROB)
+  to_random = selected & (action >= _MASK_PROB + _KEEP_PROB)
+  masked[to_mask] = mask_id
+  masked[to_random] = np.asarray(rand.random_ids)[to_random]
+  predictions = _gather_predictions(input_ids, selected, max_predictions_per_seq)
+  return {"input_ids": masked, **predictions}

@@ -35,141 +35,141 @@ VOCAB_FILENAME = "vocab.txt"
 
 
 def read_vocab(path: str) -> dict[str, int]:
-    """``{token: id}`` from a ``vocab.txt`` (one token per line, id = line number)."""
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"WordPiece vocabulary {path} does not exist")
-    vocab: dict[str, int] = {}
-    with open(path, encoding="utf-8") as f:
-        for line_number, line in enumerate(f):
-            token = line.rstrip("\r\n")
-            if not token:
-                raise ValueError(f"{path}:{line_number + 1}: expected a token, found an empty line")
-            if token in vocab:
-                raise ValueError(f"{path}:{line_number + 1}: token {token!r} already at id "
-                                 f"{vocab[token]}")
-            vocab[token] = line_number
-    missing = [t for t in SPECIAL_TOKENS if t not in vocab]
-    if missing:
-        raise ValueError(f"WordPiece vocabulary {path}: expected special tokens "
-                         f"{SPECIAL_TOKENS}, missing {missing}")
-    return vocab
+  """``{token: id}`` from a ``vocab.txt`` (one token per line, id = line number)."""
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"WordPiece vocabulary {path} does not exist")
+  vocab: dict[str, int] = {}
+  with open(path, encoding="utf-8") as f:
+    for line_number, line in enumerate(f):
+      token = line.rstrip("\r\n")
+      if not token:
+        raise ValueError(f"{path}:{line_number + 1}: expected a token, found an empty line")
+      if token in vocab:
+        raise ValueError(f"{path}:{line_number + 1}: token {token!r} already at id "
+                         f"{vocab[token]}")
+      vocab[token] = line_number
+  missing = [t for t in SPECIAL_TOKENS if t not in vocab]
+  if missing:
+    raise ValueError(f"WordPiece vocabulary {path}: expected special tokens "
+                     f"{SPECIAL_TOKENS}, missing {missing}")
+  return vocab
 
 
 def _lowercase_from_files(vocab_path: str, vocab: dict[str, int]) -> bool:
-    """``do_lower_case`` of a ``tokenizer_config.json`` beside the vocab, else inferred.
+  """``do_lower_case`` of a ``tokenizer_config.json`` beside the vocab, else inferred.
 
-    Inferred: a vocabulary with no upper-case letter outside ``[...]`` tokens is uncased.
-    """
-    config = os.path.join(os.path.dirname(vocab_path), "tokenizer_config.json")
-    if os.path.isfile(config):
-        with open(config, encoding="utf-8") as f:
-            value = json.load(f).get("do_lower_case")
-        if isinstance(value, bool):
-            return value
-    return not any(any(c.isupper() for c in token) for token in vocab
-                   if not (token.startswith("[") and token.endswith("]")))
+  Inferred: a vocabulary with no upper-case letter outside ``[...]`` tokens is uncased.
+  """
+  config = os.path.join(os.path.dirname(vocab_path), "tokenizer_config.json")
+  if os.path.isfile(config):
+    with open(config, encoding="utf-8") as f:
+      value = json.load(f).get("do_lower_case")
+    if isinstance(value, bool):
+      return value
+  return not any(any(c.isupper() for c in token) for token in vocab
+                 if not (token.startswith("[") and token.endswith("]")))
 
 
 class WordPieceTokenizer:
-    """BERT's WordPiece tokenizer; ids are the line numbers of ``vocab.txt``."""
+  """BERT's WordPiece tokenizer; ids are the line numbers of ``vocab.txt``."""
 
-    def __init__(self, vocab: dict[str, int], lowercase: bool, source: str = "<memory>"):
-        self._source = source
-        self.lowercase = lowercase
-        self._pieces = [""] * len(vocab)
-        for token, i in vocab.items():
-            self._pieces[i] = token
-        tok = hf_tokenizers.Tokenizer(models.WordPiece(
-            vocab, unk_token="[UNK]", max_input_chars_per_word=MAX_INPUT_CHARS_PER_WORD))
-        tok.normalizer = normalizers.BertNormalizer(
-            clean_text=True, handle_chinese_chars=True, strip_accents=lowercase,
-            lowercase=lowercase)
-        tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-        tok.decoder = decoders.WordPiece(prefix=CONTINUATION_PREFIX)
-        self._tok = tok
-        self._special = {t: vocab[t] for t in SPECIAL_TOKENS}
-        self._word_start_table = np.array(
-            [not p.startswith(CONTINUATION_PREFIX) for p in self._pieces], dtype=bool)
+  def __init__(self, vocab: dict[str, int], lowercase: bool, source: str = "<memory>"):
+    self._source = source
+    self.lowercase = lowercase
+    self._pieces = [""] * len(vocab)
+    for token, i in vocab.items():
+      self._pieces[i] = token
+    tok = hf_tokenizers.Tokenizer(models.WordPiece(
+        vocab, unk_token="[UNK]", max_input_chars_per_word=MAX_INPUT_CHARS_PER_WORD))
+    tok.normalizer = normalizers.BertNormalizer(
+        clean_text=True, handle_chinese_chars=True, strip_accents=lowercase,
+        lowercase=lowercase)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.decoder = decoders.WordPiece(prefix=CONTINUATION_PREFIX)
+    self._tok = tok
+    self._special = {t: vocab[t] for t in SPECIAL_TOKENS}
+    self._word_start_table = np.array(
+        [not p.startswith(CONTINUATION_PREFIX) for p in self._pieces], dtype=bool)
 
-    @classmethod
-    def load(cls, vocab_path: str, lowercase: bool | None = None) -> WordPieceTokenizer:
-        """Loads ``vocab.txt``; ``lowercase=None`` reads or infers it (module docstring).
+  @classmethod
+  def load(cls, vocab_path: str, lowercase: bool | None = None) -> WordPieceTokenizer:
+    """Loads ``vocab.txt``; ``lowercase=None`` reads or infers it (module docstring).
 
-        ``vocab_path`` may also be the directory holding ``vocab.txt``.
-        """
-        if os.path.isdir(vocab_path):
-            vocab_path = os.path.join(vocab_path, VOCAB_FILENAME)
-        vocab = read_vocab(vocab_path)
-        if lowercase is None:
-            lowercase = _lowercase_from_files(vocab_path, vocab)
-        return cls(vocab, lowercase=lowercase, source=vocab_path)
+    ``vocab_path`` may also be the directory holding ``vocab.txt``.
+    """
+    if os.path.isdir(vocab_path):
+      vocab_path = os.path.join(vocab_path, VOCAB_FILENAME)
+    vocab = read_vocab(vocab_path)
+    if lowercase is None:
+      lowercase = _lowercase_from_files(vocab_path, vocab)
+    return cls(vocab, lowercase=lowercase, source=vocab_path)
 
-    # -- vocabulary ---------------------------------------------------------------
+  # -- vocabulary ---------------------------------------------------------------
 
-    @property
-    def source(self) -> str:
-        return self._source
+  @property
+  def source(self) -> str:
+    return self._source
 
-    @property
-    def vocab_size(self) -> int:
-        return len(self._pieces)
+  @property
+  def vocab_size(self) -> int:
+    return len(self._pieces)
 
-    @property
-    def pad_id(self) -> int:
-        return self._special["[PAD]"]
+  @property
+  def pad_id(self) -> int:
+    return self._special["[PAD]"]
 
-    @property
-    def unk_id(self) -> int:
-        return self._special["[UNK]"]
+  @property
+  def unk_id(self) -> int:
+    return self._special["[UNK]"]
 
-    @property
-    def cls_id(self) -> int:
-        return self._special["[CLS]"]
+  @property
+  def cls_id(self) -> int:
+    return self._special["[CLS]"]
 
-    @property
-    def sep_id(self) -> int:
-        return self._special["[SEP]"]
+  @property
+  def sep_id(self) -> int:
+    return self._special["[SEP]"]
 
-    @property
-    def mask_id(self) -> int:
-        return self._special["[MASK]"]
+  @property
+  def mask_id(self) -> int:
+    return self._special["[MASK]"]
 
-    @property
-    def first_normal_id(self) -> int:
-        """Random replacements are drawn from here on: just after the last special id.
+  @property
+  def first_normal_id(self) -> int:
+    """Random replacements are drawn from here on: just after the last special id.
 
-        Google's vocabularies keep ``[unusedN]`` pieces after ``[MASK]``; they stay in
-        the draw range, as in the original script (which drew from the whole vocab).
-        """
-        return max(self._special.values()) + 1
+    Google's vocabularies keep ``[unusedN]`` pieces after ``[MASK]``; they stay in
+    the draw range, as in the original script (which drew from the whole vocab).
+    """
+    return max(self._special.values()) + 1
 
-    @property
-    def special_ids(self) -> tuple[int, ...]:
-        """Ids never masked nor predicted: ``[PAD] [UNK] [CLS] [SEP] [MASK]``."""
-        return tuple(sorted(self._special.values()))
+  @property
+  def special_ids(self) -> tuple[int, ...]:
+    """Ids never masked nor predicted: ``[PAD] [UNK] [CLS] [SEP] [MASK]``."""
+    return tuple(sorted(self._special.values()))
 
-    @property
-    def word_start_table(self) -> np.ndarray:
-        """[vocab] bool: False exactly for ``##`` continuation pieces (read-only copy)."""
-        table = self._word_start_table.copy()
-        table.flags.writeable = False
-        return table
+  @property
+  def word_start_table(self) -> np.ndarray:
+    """[vocab] bool: False exactly for ``##`` continuation pieces (read-only copy)."""
+    table = self._word_start_table.copy()
+    table.flags.writeable = False
+    return table
 
-    def id_to_piece(self, i: int) -> str:
-        return self._pieces[int(i)]
+  def id_to_piece(self, i: int) -> str:
+    return self._pieces[int(i)]
 
-    # -- text <-> ids -------------------------------------------------------------
+  # -- text <-> ids -------------------------------------------------------------
 
-    def encode(self, text: str) -> list[int]:
-        return self._tok.encode(text, add_special_tokens=False).ids
+  def encode(self, text: str) -> list[int]:
+    return self._tok.encode(text, add_special_tokens=False).ids
 
-    def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
-        """``encode`` over many texts (the Rust library's parallel batch call)."""
-        return [e.ids for e in self._tok.encode_batch(list(texts), add_special_tokens=False)]
+  def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
+    """``encode`` over many texts (the Rust library's parallel batch call)."""
+    return [e.ids for e in self._tok.encode_batch(list(texts), add_special_tokens=False)]
 
-    def decode(self, ids: Sequence[int] | np.ndarray) -> str:
-        return self._tok.decode([int(i) for i in ids], skip_special_tokens=False)
+  def decode(self, ids: Sequence[int] | np.ndarray) -> str:
+    return self._tok.decode([int(i) for i in ids], skip_special_tokens=False)
 
-    def word_start_mask(self, ids: np.ndarray) -> np.ndarray:
-        """Same shape as ``ids``, True where a piece begins a word (not ``##``)."""
-        return tokenizers.lookup_word_starts(self._word_start_table, ids)
+  def word_start_mask(self, ids: np.ndarray) -> np.ndarray:
+    """Same shape as ``ids``, True where a piece begins a word (not ``##``)."""
+    return tokenizers.lookup_word_starts(self._word_start_table, ids)

@@ -27,199 +27,199 @@ TASK_NAMES = tuple(glue.TASKS) + ("squad_v1.1", "squad_v2.0", "conll2003", "json
 
 
 class Task:
-    """Shared loading: tfds (`data.source='tfds'`) or local files (`'local'`)."""
-    kind = ""
-    num_labels = 1
-    train_split = "train"
-    eval_splits: tuple[str, ...] = ("validation",)
-    test_splits: tuple[str, ...] = ()
+  """Shared loading: tfds (`data.source='tfds'`) or local files (`'local'`)."""
+  kind = ""
+  num_labels = 1
+  train_split = "train"
+  eval_splits: tuple[str, ...] = ("validation",)
+  test_splits: tuple[str, ...] = ()
 
-    def __init__(self, name, d, tok):
-        self.name, self.d, self.tok = name, d, tok
+  def __init__(self, name, d, tok):
+    self.name, self.d, self.tok = name, d, tok
 
-    def load(self, split: str) -> list[dict]:
-        if self.d.source == "tfds":
-            records = common.tfds_split(self.tfds_name, split, self.d.data_dir)
-            out = [self.from_record(records[i], i) for i in range(len(records))]
-        elif self.d.source == "local":
-            out = self.load_local(split)
-        else:
-            raise ValueError(f"config field data.source={self.d.source!r} is not one of "
-                             "'tfds', 'local'")
-        common.check_nonempty(out, f"task {self.name} split {split!r}")
-        return out
+  def load(self, split: str) -> list[dict]:
+    if self.d.source == "tfds":
+      records = common.tfds_split(self.tfds_name, split, self.d.data_dir)
+      out = [self.from_record(records[i], i) for i in range(len(records))]
+    elif self.d.source == "local":
+      out = self.load_local(split)
+    else:
+      raise ValueError(f"config field data.source={self.d.source!r} is not one of "
+                       "'tfds', 'local'")
+    common.check_nonempty(out, f"task {self.name} split {split!r}")
+    return out
 
-    def _local_file(self, names: dict, split: str) -> str:
-        if split not in names:
-            raise ValueError(f"task {self.name} has no local split {split!r}; expected "
-                             f"one of {sorted(names)}")
-        return os.path.join(self.d.data_dir, names[split])
+  def _local_file(self, names: dict, split: str) -> str:
+    if split not in names:
+      raise ValueError(f"task {self.name} has no local split {split!r}; expected "
+                       f"one of {sorted(names)}")
+    return os.path.join(self.d.data_dir, names[split])
 
 
 class SequenceTask(Task):
-    """GLUE and JSON-lines sentence(-pair) tasks: one prediction per example."""
+  """GLUE and JSON-lines sentence(-pair) tasks: one prediction per example."""
 
-    def __init__(self, name, d, tok):
-        super().__init__(name, d, tok)
-        if name == "jsonl":
-            self.spec = None
-            self.kind, self.num_labels = d.kind, d.num_labels
-            if self.kind not in classification.KINDS:
-                raise ValueError(f"config field data.kind={d.kind!r} is not one of "
-                                 f"{classification.KINDS}")
-            if self.kind == "regression":
-                self.num_labels = 1
-            self.eval_splits = ("validation",)
-            self.test_splits = ("test",) if d.test_file else ()
-        else:
-            self.spec = glue.get(name)
-            self.kind, self.num_labels = self.spec.kind, self.spec.num_labels
-            self.tfds_name = f"glue/{name}"
-            self.eval_splits = self.spec.eval_splits
-            self.test_splits = tuple(self.spec.submission)
-            if name == "ax":
-                self.train_split = None  # AX has only a test set: an MNLI run predicts it
+  def __init__(self, name, d, tok):
+    super().__init__(name, d, tok)
+    if name == "jsonl":
+      self.spec = None
+      self.kind, self.num_labels = d.kind, d.num_labels
+      if self.kind not in classification.KINDS:
+        raise ValueError(f"config field data.kind={d.kind!r} is not one of "
+                         f"{classification.KINDS}")
+      if self.kind == "regression":
+        self.num_labels = 1
+      self.eval_splits = ("validation",)
+      self.test_splits = ("test",) if d.test_file else ()
+    else:
+      self.spec = glue.get(name)
+      self.kind, self.num_labels = self.spec.kind, self.spec.num_labels
+      self.tfds_name = f"glue/{name}"
+      self.eval_splits = self.spec.eval_splits
+      self.test_splits = tuple(self.spec.submission)
+      if name == "ax":
+        self.train_split = None  # AX has only a test set: an MNLI run predicts it
 
-    def load(self, split):
-        if self.name == "mnli" and split == "ax":   # AX is predicted by the MNLI model
-            ax = SequenceTask("ax", self.d, self.tok)
-            return ax.load("test")
-        return super().load(split)
+  def load(self, split):
+    if self.name == "mnli" and split == "ax":   # AX is predicted by the MNLI model
+      ax = SequenceTask("ax", self.d, self.tok)
+      return ax.load("test")
+    return super().load(split)
 
-    def from_record(self, r, i):
-        return glue.from_tfds_record(self.spec, r)
+  def from_record(self, r, i):
+    return glue.from_tfds_record(self.spec, r)
 
-    def load_local(self, split):
-        if self.spec is None:
-            files = {"train": self.d.train_file, "validation": self.d.eval_file,
-                     "test": self.d.test_file}
-            if not files.get(split):
-                raise ValueError(f"task jsonl split {split!r} needs config field "
-                                 f"data.{'eval' if split == 'validation' else split}_file")
-            return classification.load_jsonl(files[split])
-        return glue.load_tsv(self.spec, self.d.data_dir, split)
+  def load_local(self, split):
+    if self.spec is None:
+      files = {"train": self.d.train_file, "validation": self.d.eval_file,
+               "test": self.d.test_file}
+      if not files.get(split):
+        raise ValueError(f"task jsonl split {split!r} needs config field "
+                         f"data.{'eval' if split == 'validation' else split}_file")
+      return classification.load_jsonl(files[split])
+    return glue.load_tsv(self.spec, self.d.data_dir, split)
 
-    def labelled(self, split):
-        return not glue.is_test_split(split)
+  def labelled(self, split):
+    return not glue.is_test_split(split)
 
-    def featurize(self, examples, split):
-        return classification.featurize(
-            examples, self.tok, self.d.max_seq_length, self.d.doc_stride, self.kind,
-            self.num_labels, labelled=self.labelled(split),
-            where=f"task {self.name} split {split!r}")
+  def featurize(self, examples, split):
+    return classification.featurize(
+        examples, self.tok, self.d.max_seq_length, self.d.doc_stride, self.kind,
+        self.num_labels, labelled=self.labelled(split),
+        where=f"task {self.name} split {split!r}")
 
-    def evaluate(self, examples, features, outputs, split, out_dir):
-        logits = classification.combine(outputs["logits"], features["example_index"],
-                                        len(examples))
-        preds = classification.predictions(logits, self.kind)
-        if out_dir and self.spec is not None and not self.labelled(split):
-            glue.write_submission(self.spec, split, examples, preds, out_dir)
-        elif out_dir and self.spec is None:
-            _write_jsonl(os.path.join(out_dir, f"{split}_predictions.jsonl"), examples,
-                         preds)
-        if not self.labelled(split):
-            return {}
-        labels = [ex["label"] for ex in examples]
-        if self.spec is not None:
-            return glue.score(self.spec, split, preds, labels)
-        return _jsonl_metrics(self.kind, preds, labels)
+  def evaluate(self, examples, features, outputs, split, out_dir):
+    logits = classification.combine(outputs["logits"], features["example_index"],
+                                    len(examples))
+    preds = classification.predictions(logits, self.kind)
+    if out_dir and self.spec is not None and not self.labelled(split):
+      glue.write_submission(self.spec, split, examples, preds, out_dir)
+    elif out_dir and self.spec is None:
+      _write_jsonl(os.path.join(out_dir, f"{split}_predictions.jsonl"), examples,
+                   preds)
+    if not self.labelled(split):
+      return {}
+    labels = [ex["label"] for ex in examples]
+    if self.spec is not None:
+      return glue.score(self.spec, split, preds, labels)
+    return _jsonl_metrics(self.kind, preds, labels)
 
 
 def _jsonl_metrics(kind, preds, labels) -> dict:
-    """Metrics of a jsonl task; 'score' is their mean (as for GLUE)."""
-    from bert_jax import metrics
-    if kind == "regression":
-        out = {"pearson": metrics.pearson(preds, labels),
-               "spearman": metrics.spearman(preds, labels)}
-    elif kind == "multilabel":
-        hot = np.zeros_like(preds)
-        for i, lab in enumerate(labels):
-            hot[i, [int(v) for v in lab]] = 1
-        out = {"exact_match": float(np.mean((hot == preds).all(-1))),
-               "label_accuracy": metrics.accuracy(preds.ravel(), hot.ravel())}
-    else:
-        out = {"accuracy": metrics.accuracy(preds, labels)}
-    out["score"] = float(np.mean(list(out.values())))
-    return out
+  """Metrics of a jsonl task; 'score' is their mean (as for GLUE)."""
+  from bert_jax import metrics
+  if kind == "regression":
+    out = {"pearson": metrics.pearson(preds, labels),
+           "spearman": metrics.spearman(preds, labels)}
+  elif kind == "multilabel":
+    hot = np.zeros_like(preds)
+    for i, lab in enumerate(labels):
+      hot[i, [int(v) for v in lab]] = 1
+    out = {"exact_match": float(np.mean((hot == preds).all(-1))),
+           "label_accuracy": metrics.accuracy(preds.ravel(), hot.ravel())}
+  else:
+    out = {"accuracy": metrics.accuracy(preds, labels)}
+  out["score"] = float(np.mean(list(out.values())))
+  return out
 
 
 def _write_jsonl(path, examples, preds):
-    import json
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "w", encoding="utf-8") as f:
-        for ex, p in zip(examples, preds):
-            f.write(json.dumps({"idx": ex["idx"], "prediction": np.asarray(p).tolist()})
-                    + "\n")
+  import json
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  with open(path, "w", encoding="utf-8") as f:
+    for ex, p in zip(examples, preds):
+      f.write(json.dumps({"idx": ex["idx"], "prediction": np.asarray(p).tolist()})
+              + "\n")
 
 
 class SquadTask(Task):
-    kind = "span"
-    num_labels = 2
+  kind = "span"
+  num_labels = 2
 
-    def __init__(self, name, d, tok):
-        super().__init__(name, d, tok)
-        self.version = name.split("_")[1]
-        self.tfds_name = f"squad/{self.version}"
+  def __init__(self, name, d, tok):
+    super().__init__(name, d, tok)
+    self.version = name.split("_")[1]
+    self.tfds_name = f"squad/{self.version}"
 
-    def from_record(self, r, i):
-        return squad.from_tfds_record(r)
+  def from_record(self, r, i):
+    return squad.from_tfds_record(r)
 
-    def load_local(self, split):
-        v = self.version
-        return squad.load_json(self._local_file(
-            {"train": f"train-{v}.json", "validation": f"dev-{v}.json"}, split))
+  def load_local(self, split):
+    v = self.version
+    return squad.load_json(self._local_file(
+        {"train": f"train-{v}.json", "validation": f"dev-{v}.json"}, split))
 
-    def featurize(self, examples, split):
-        return squad.featurize(examples, self.tok, self.d.max_seq_length,
-                               self.d.doc_stride, self.d.max_query_length)
+  def featurize(self, examples, split):
+    return squad.featurize(examples, self.tok, self.d.max_seq_length,
+                           self.d.doc_stride, self.d.max_query_length)
 
-    def evaluate(self, examples, features, outputs, split, out_dir):
-        d = self.d
-        preds, odds, nbest = squad.postprocess(
-            examples, features, outputs["start_logits"], outputs["end_logits"],
-            version=self.version, n_best_size=d.n_best_size,
-            max_answer_length=d.max_answer_length,
-            null_score_diff_threshold=d.null_score_diff_threshold)
-        if out_dir:
-            squad.write_predictions(os.path.join(out_dir, split), preds, odds, nbest,
-                                    self.version)
-        return squad.score(examples, preds, self.version, odds, d.null_score_diff_threshold)
+  def evaluate(self, examples, features, outputs, split, out_dir):
+    d = self.d
+    preds, odds, nbest = squad.postprocess(
+        examples, features, outputs["start_logits"], outputs["end_logits"],
+        version=self.version, n_best_size=d.n_best_size,
+        max_answer_length=d.max_answer_length,
+        null_score_diff_threshold=d.null_score_diff_threshold)
+    if out_dir:
+      squad.write_predictions(os.path.join(out_dir, split), preds, odds, nbest,
+                              self.version)
+    return squad.score(examples, preds, self.version, odds, d.null_score_diff_threshold)
 
 
 class NerTask(Task):
-    kind = "token"
-    num_labels = len(ner.LABELS)
-    test_splits = ("test",)
-    tfds_name = "conll2003"
+  kind = "token"
+  num_labels = len(ner.LABELS)
+  test_splits = ("test",)
+  tfds_name = "conll2003"
 
-    def from_record(self, r, i):
-        return ner.from_tfds_record(r, i)
+  def from_record(self, r, i):
+    return ner.from_tfds_record(r, i)
 
-    def load_local(self, split):
-        return ner.load_conll(self._local_file(
-            {"train": "train.txt", "validation": "valid.txt", "test": "test.txt"}, split))
+  def load_local(self, split):
+    return ner.load_conll(self._local_file(
+        {"train": "train.txt", "validation": "valid.txt", "test": "test.txt"}, split))
 
-    def featurize(self, examples, split):
-        return ner.featurize(examples, self.tok, self.d.max_seq_length, self.d.doc_stride,
-                             where=f"task conll2003 split {split!r}")
+  def featurize(self, examples, split):
+    return ner.featurize(examples, self.tok, self.d.max_seq_length, self.d.doc_stride,
+                         where=f"task conll2003 split {split!r}")
 
-    def evaluate(self, examples, features, outputs, split, out_dir):
-        preds = ner.postprocess(examples, features, outputs["logits"])
-        if out_dir:
-            ner.write_predictions(examples, preds, os.path.join(out_dir, f"{split}.conll"))
-        return ner.score(examples, preds)
+  def evaluate(self, examples, features, outputs, split, out_dir):
+    preds = ner.postprocess(examples, features, outputs["logits"])
+    if out_dir:
+      ner.write_predictions(examples, preds, os.path.join(out_dir, f"{split}.conll"))
+    return ner.score(examples, preds)
 
 
 def get_task(d, tok) -> Task:
-    """The task named by config field `data.task`."""
-    name = d.task
-    if name in glue.TASKS or name == "jsonl":
-        return SequenceTask(name, d, tok)
-    if name in ("squad_v1.1", "squad_v2.0"):
-        return SquadTask(name, d, tok)
-    if name == "conll2003":
-        return NerTask(name, d, tok)
-    import difflib
-    close = difflib.get_close_matches(name, TASK_NAMES)
-    hint = f" (did you mean {close[0]!r}?)" if close else ""
-    raise ValueError(f"config field data.task={name!r} is not one of {TASK_NAMES}{hint}")
+  """The task named by config field `data.task`."""
+  name = d.task
+  if name in glue.TASKS or name == "jsonl":
+    return SequenceTask(name, d, tok)
+  if name in ("squad_v1.1", "squad_v2.0"):
+    return SquadTask(name, d, tok)
+  if name == "conll2003":
+    return NerTask(name, d, tok)
+  import difflib
+  close = difflib.get_close_matches(name, TASK_NAMES)
+  hint = f" (did you mean {close[0]!r}?)" if close else ""
+  raise ValueError(f"config field data.task={name!r} is not one of {TASK_NAMES}{hint}")

@@ -28,21 +28,21 @@ NLI2 = ("entailment", "not_entailment")
 
 @dataclasses.dataclass(frozen=True)
 class GlueTask:
-    name: str
-    text_fields: tuple[str, str | None]          # tfds feature names
-    label_names: tuple[str, ...]                 # () for regression
-    tsv_dir: str                                 # directory name in the GLUE download
-    submission: dict[str, str]                   # test split -> file name
-    eval_splits: tuple[str, ...] = ("validation",)
-    tsv_labels: tuple[str, ...] = ("0", "1")     # TSV label string per label id
+  name: str
+  text_fields: tuple[str, str | None]          # tfds feature names
+  label_names: tuple[str, ...]                 # () for regression
+  tsv_dir: str                                 # directory name in the GLUE download
+  submission: dict[str, str]                   # test split -> file name
+  eval_splits: tuple[str, ...] = ("validation",)
+  tsv_labels: tuple[str, ...] = ("0", "1")     # TSV label string per label id
 
-    @property
-    def kind(self) -> str:
-        return "classification" if self.label_names else "regression"
+  @property
+  def kind(self) -> str:
+    return "classification" if self.label_names else "regression"
 
-    @property
-    def num_labels(self) -> int:
-        return len(self.label_names) or 1
+  @property
+  def num_labels(self) -> int:
+    return len(self.label_names) or 1
 
 
 TASKS = {t.name: t for t in [
@@ -72,23 +72,23 @@ TASKS = {t.name: t for t in [
 
 
 def get(name: str) -> GlueTask:
-    if name not in TASKS:
-        raise ValueError(f"GLUE task {name!r} is not one of {sorted(TASKS)}")
-    return TASKS[name]
+  if name not in TASKS:
+    raise ValueError(f"GLUE task {name!r} is not one of {sorted(TASKS)}")
+  return TASKS[name]
 
 
 def is_test_split(split: str) -> bool:
-    """Unlabelled splits; 'ax' is the diagnostic set an MNLI model predicts."""
-    return split.startswith("test") or split == "ax"
+  """Unlabelled splits; 'ax' is the diagnostic set an MNLI model predicts."""
+  return split.startswith("test") or split == "ax"
 
 
 def from_tfds_record(task: GlueTask, r: dict) -> dict:
-    a, b = task.text_fields
-    label = r["label"].item() if hasattr(r["label"], "item") else r["label"]
-    return {"text_a": common.as_text(r[a]),
-            "text_b": common.as_text(r[b]) if b else None,
-            "label": float(label) if task.kind == "regression" else int(label),
-            "idx": int(np.asarray(r["idx"]))}
+  a, b = task.text_fields
+  label = r["label"].item() if hasattr(r["label"], "item") else r["label"]
+  return {"text_a": common.as_text(r[a]),
+          "text_b": common.as_text(r[b]) if b else None,
+          "label": float(label) if task.kind == "regression" else int(label),
+          "idx": int(np.asarray(r["idx"]))}
 
 
 # TSV column names (header rows) per task; CoLA train/dev files have no header.
@@ -104,64 +104,64 @@ _TSV_FILE = {"train": "train", "validation": "dev", "test": "test",
 
 
 def load_tsv(task: GlueTask, directory: str, split: str) -> list[dict]:
-    """Examples from the original GLUE download (`directory/<TsvDir>/<split>.tsv`)."""
-    if split not in _TSV_FILE:
-        raise ValueError(f"GLUE split {split!r} is not one of {sorted(_TSV_FILE)}")
-    name = "diagnostic.tsv" if task.name == "ax" else _TSV_FILE[split] + ".tsv"
-    path = os.path.join(directory, task.tsv_dir, name)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"config field data.data_dir={directory!r}: no {path}")
-    csv.field_size_limit(sys.maxsize)
-    with open(path, encoding="utf-8-sig", newline="") as f:
-        rows = list(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
-    labelled = not is_test_split(split)
-    if task.name == "cola" and labelled:   # source, label, original label, sentence
-        header, rows = ["source", "label", "star", "sentence"], rows
-    else:
-        header, rows = rows[0], rows[1:]
-    col = {h: i for i, h in enumerate(header)}
-    a, b = _TSV_TEXT[task.tsv_dir]
-    label_col = next((col[c] for c in _TSV_LABEL if c in col), None)
-    if labelled and label_col is None:
-        raise ValueError(f"{path}: no label column among {_TSV_LABEL}; header {header}")
-    out = []
-    for n, row in enumerate(rows):
-        label = -1
-        if labelled:
-            raw = row[-1] if task.name == "mnli" else row[label_col]
-            if task.kind == "regression":
-                label = float(raw)
-            elif raw in task.tsv_labels:
-                label = task.tsv_labels.index(raw)
-            else:
-                raise ValueError(f"{path} row {n + 2}: label {raw!r} is not one of "
-                                 f"{task.tsv_labels}")
-        idx = int(row[col["index"]]) if "index" in col and not labelled else n
-        if "id" in col and not labelled:
-            idx = int(row[col["id"]])
-        out.append({"text_a": row[col[a]], "text_b": row[col[b]] if b else None,
-                    "label": label, "idx": idx})
-    return out
+  """Examples from the original GLUE download (`directory/<TsvDir>/<split>.tsv`)."""
+  if split not in _TSV_FILE:
+    raise ValueError(f"GLUE split {split!r} is not one of {sorted(_TSV_FILE)}")
+  name = "diagnostic.tsv" if task.name == "ax" else _TSV_FILE[split] + ".tsv"
+  path = os.path.join(directory, task.tsv_dir, name)
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"config field data.data_dir={directory!r}: no {path}")
+  csv.field_size_limit(sys.maxsize)
+  with open(path, encoding="utf-8-sig", newline="") as f:
+    rows = list(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
+  labelled = not is_test_split(split)
+  if task.name == "cola" and labelled:   # source, label, original label, sentence
+    header, rows = ["source", "label", "star", "sentence"], rows
+  else:
+    header, rows = rows[0], rows[1:]
+  col = {h: i for i, h in enumerate(header)}
+  a, b = _TSV_TEXT[task.tsv_dir]
+  label_col = next((col[c] for c in _TSV_LABEL if c in col), None)
+  if labelled and label_col is None:
+    raise ValueError(f"{path}: no label column among {_TSV_LABEL}; header {header}")
+  out = []
+  for n, row in enumerate(rows):
+    label = -1
+    if labelled:
+      raw = row[-1] if task.name == "mnli" else row[label_col]
+      if task.kind == "regression":
+        label = float(raw)
+      elif raw in task.tsv_labels:
+        label = task.tsv_labels.index(raw)
+      else:
+        raise ValueError(f"{path} row {n + 2}: label {raw!r} is not one of "
+                         f"{task.tsv_labels}")
+    idx = int(row[col["index"]]) if "index" in col and not labelled else n
+    if "id" in col and not labelled:
+      idx = int(row[col["id"]])
+    out.append({"text_a": row[col[a]], "text_b": row[col[b]] if b else None,
+                "label": label, "idx": idx})
+  return out
 
 
 def score(task: GlueTask, split: str, predictions, labels) -> dict[str, float]:
-    name = task.name
-    if name == "mnli":
-        name = "mnli_mismatched" if split.endswith("mismatched") else "mnli_matched"
-    return metrics.glue_metrics(name, predictions, labels)
+  name = task.name
+  if name == "mnli":
+    name = "mnli_mismatched" if split.endswith("mismatched") else "mnli_matched"
+  return metrics.glue_metrics(name, predictions, labels)
 
 
 def write_submission(task: GlueTask, split: str, examples: Sequence[dict], predictions,
                      directory: str) -> str:
-    """`<Task>.tsv` in the GLUE server's format (index, prediction)."""
-    if split not in task.submission:
-        raise ValueError(f"GLUE task {task.name} has no test split {split!r}; "
-                         f"expected one of {sorted(task.submission)}")
-    os.makedirs(directory, exist_ok=True)
-    path = os.path.join(directory, task.submission[split])
-    with open(path, "w", encoding="utf-8") as f:
-        f.write("index\tprediction\n")
-        for ex, p in zip(examples, predictions):
-            value = f"{float(p):.3f}" if task.kind == "regression" else task.tsv_labels[int(p)]
-            f.write(f"{ex['idx']}\t{value}\n")
-    return path
+  """`<Task>.tsv` in the GLUE server's format (index, prediction)."""
+  if split not in task.submission:
+    raise ValueError(f"GLUE task {task.name} has no test split {split!r}; "
+                     f"expected one of {sorted(task.submission)}")
+  os.makedirs(directory, exist_ok=True)
+  path = os.path.join(directory, task.submission[split])
+  with open(path, "w", encoding="utf-8") as f:
+    f.write("index\tprediction\n")
+    for ex, p in zip(examples, predictions):
+      value = f"{float(p):.3f}" if task.kind == "regression" else task.tsv_labels[int(p)]
+      f.write(f"{ex['idx']}\t{value}\n")
+  return path
