@@ -21,6 +21,7 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
 from bert_jax import parallel  # noqa: E402
+from bert_jax.config import ModelConfig  # noqa: E402
 from bert_jax.models import BertForPreTraining  # noqa: E402
 from bert_jax.train import optim, pretrain, state as state_lib  # noqa: E402
 from configs import pretrain as pretrain_config  # noqa: E402
@@ -32,7 +33,7 @@ def compile_seconds(size: str, seq: int, batch: int, scan: bool, remat: str):
   config.model.remat_policy = remat
   mesh = parallel.create_mesh(config.mesh)
   rules = parallel.logical_axis_rules(config.mesh)
-  model = BertForPreTraining(config.model)
+  model = BertForPreTraining(ModelConfig.from_config(config.model))
   tx, schedule = optim.create_optimizer(config.train)
   dummy = np.zeros((1, seq), np.int32)
   rng = jax.random.PRNGKey(0)

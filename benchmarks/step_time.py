@@ -35,6 +35,7 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
 from bert_jax import parallel  # noqa: E402
+from bert_jax.config import ModelConfig  # noqa: E402
 from bert_jax.models import BertForPreTraining  # noqa: E402
 from bert_jax.train import optim, state as state_lib  # noqa: E402
 from bert_jax.train.pretrain import train_step  # noqa: E402
@@ -69,7 +70,7 @@ def measure(size, seq, batch, dtype, attention, steps, vocab):
   predictions = max(1, int(round(0.15 * seq)))
   mesh = parallel.create_mesh(c.mesh)
   rules = parallel.logical_axis_rules(c.mesh)
-  model = BertForPreTraining(c.model)
+  model = BertForPreTraining(ModelConfig.from_config(c.model))
   tx, schedule = optim.create_optimizer(c.train)
   dummy = np.zeros((1, seq), np.int32)
   state, shardings = state_lib.create_sharded_state(

@@ -8,30 +8,16 @@ from __future__ import annotations
 
 import os
 
-_DTYPES = ("float32", "bfloat16", "float16")
-_ACTS = ("gelu", "gelu_new", "gelu_tanh", "gelu_pytorch_tanh", "relu")
-_ATTN = ("einsum", "xla", "cudnn")
-
+from bert_jax.config import ModelConfig
 
 def _require(ok: bool, field: str, value, expected: str) -> None:
   if not ok:
     raise ValueError(f"config field {field}={value!r}: expected {expected}")
 
 
-def check_model_config(m) -> None:
-  for name in ("vocab_size", "hidden_size", "num_layers", "num_heads",
-               "intermediate_size", "max_position_embeddings", "type_vocab_size"):
-    _require(int(m[name]) > 0, f"model.{name}", m[name], "a positive integer")
-  _require(m.hidden_size % m.num_heads == 0, "model.num_heads", m.num_heads,
-           f"a divisor of model.hidden_size={m.hidden_size}")
-  _require(m.hidden_act in _ACTS, "model.hidden_act", m.hidden_act, f"one of {_ACTS}")
-  _require(m.dtype in _DTYPES, "model.dtype", m.dtype, f"one of {_DTYPES}")
-  _require(m.param_dtype in _DTYPES, "model.param_dtype", m.param_dtype, f"one of {_DTYPES}")
-  _require(m.attention_impl in _ATTN, "model.attention_impl", m.attention_impl,
-           f"one of {_ATTN}")
-  for name in ("hidden_dropout_prob", "attention_dropout_prob"):
-    _require(0.0 <= m[name] < 1.0, f"model.{name}", m[name], "a probability in [0, 1)")
-  _require(m.layer_norm_eps > 0, "model.layer_norm_eps", m.layer_norm_eps, "> 0")
+def check_model_config(m) -> ModelConfig:
+  """The `model` sub-config as a validated `ModelConfig` (errors name the field)."""
+  return ModelConfig.from_config(m)
 
 
 def check_pretrain_config(c) -> None:

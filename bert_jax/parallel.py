@@ -156,9 +156,9 @@ def check_model_fits_mesh(model_cfg, mesh, rules) -> None:
   rule = dict(rules)
   for field, name in (("num_heads", "heads"), ("intermediate_size", "mlp")):
     n = _mesh_size(mesh, rule.get(name))
-    if model_cfg[field] % n:
+    if getattr(model_cfg, field) % n:
       raise ValueError(
-          f"config field model.{field}={model_cfg[field]} is not divisible by the "
+          f"config field model.{field}={getattr(model_cfg, field)} is not divisible by the "
           f"size {n} of mesh axis {rule.get(name)!r} that the {name!r} rule splits it "
           f"over (mesh {dict(mesh.shape)}); change mesh.shape or model.{field}")
 

@@ -143,6 +143,7 @@ def test_hf_pretraining_dir_import_and_export_round_trip(tmp_path, weights):
 def test_workdir_export_to_hf(tmp_path):
   """A training workdir (orbax TrainState + config.json) exports to HF exactly."""
   from configs import pretrain as pretrain_config
+  from bert_jax.config import ModelConfig
   from bert_jax.train import checkpoint, optim, pretrain, state as state_lib
 
   config = pretrain_config.get_config("tiny,vocab=101,seq=16,steps=10")
@@ -158,8 +159,9 @@ def test_workdir_export_to_hf(tmp_path):
   tx, _ = optim.create_optimizer(config.train)
   hf_model = random_hf(vocab_size=101, num_hidden_layers=1, hidden_size=32,
                        intermediate_size=48)
+  model_cfg = ModelConfig.from_config(config.model)
   params = jax.tree_util.tree_map(jax.numpy.asarray, convert.params_from_hf(
-      hf_model.state_dict(), config.model))
+      hf_model.state_dict(), model_cfg))
   state = state_lib.TrainState.create(apply_fn=None, params=params, tx=tx)
   ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"))
   ckpt.save(7, state, {"position": 0})
@@ -174,7 +176,7 @@ def test_workdir_export_to_hf(tmp_path):
   back = transformers.BertForPreTraining.from_pretrained(
       dst, local_files_only=True, attn_implementation="eager").eval()
   assert back.config.hidden_act == "gelu_pytorch_tanh"
-  assert_pretraining_match(params, config.model, back, 101, length=16)
+  assert_pretraining_match(params, model_cfg, back, 101, length=16)
   assert_trees_equal(convert.load(dst).params, params)
 
 

@@ -193,12 +193,13 @@ def test_init_from_a_bert_jax_pretraining_checkpoint(tmp_path):
   import jax
   import optax
   from bert_jax import parallel
+  from bert_jax.config import ModelConfig
   from bert_jax.models import BertForPreTraining
   from bert_jax.train import checkpoint, state as state_lib
   c = tiny(finetune_glue.get_config("task=mrpc,init=none,size=tiny"))
   mesh = parallel.create_mesh(c.mesh)
   dummy = np.zeros((1, 8), np.int32)
-  st, _ = state_lib.create_sharded_state(BertForPreTraining(c.model), optax.sgd(0.1),
+  st, _ = state_lib.create_sharded_state(BertForPreTraining(ModelConfig.from_config(c.model)), optax.sgd(0.1),
                                          (dummy, dummy, dummy), jax.random.PRNGKey(3),
                                          mesh, parallel.logical_axis_rules(c.mesh))
   ck = checkpoint.Checkpointer(str(tmp_path / "checkpoints"))

@@ -3,14 +3,13 @@ import jax
 import numpy as np
 import pytest
 
+from bert_jax.config import ModelConfig
 from bert_jax.models import BertForPreTraining
-from configs import common
 
 
-def tiny_cfg():
-  c = common.model_config("tiny", vocab_size=120)
-  c.hidden_size, c.num_heads, c.intermediate_size, c.num_layers = 32, 4, 64, 2
-  return c
+def tiny_cfg(**changes):
+  return ModelConfig(vocab_size=120, hidden_size=32, num_heads=4, intermediate_size=64,
+                     num_layers=2, **changes)
 
 
 def padded_inputs():
@@ -28,8 +27,7 @@ def test_fused_attention_path_equals_einsum(impl):
   ids, types, mask = padded_inputs()
   params = BertForPreTraining(cfg).init(jax.random.PRNGKey(0), ids, types, mask)["params"]
   ref = BertForPreTraining(cfg).apply({"params": params}, ids, types, mask)
-  cfg.attention_impl = impl
-  out = BertForPreTraining(cfg).apply({"params": params}, ids, types, mask)
+  out = BertForPreTraining(cfg.replace(attention_impl=impl)).apply({"params": params}, ids, types, mask)
   for key in ("mlm_logits", "nsp_logits"):
     np.testing.assert_allclose(out[key], ref[key], rtol=1e-5, atol=1e-5)
 
@@ -61,8 +59,7 @@ def test_dropout_is_active_only_when_not_deterministic():
 
 
 def test_bfloat16_compute_keeps_float32_params_and_logits():
-  cfg = tiny_cfg()
-  cfg.dtype = "bfloat16"
+  cfg = tiny_cfg(dtype="bfloat16")
   ids, types, mask = padded_inputs()
   model = BertForPreTraining(cfg)
   params = model.init(jax.random.PRNGKey(0), ids, types, mask)["params"]

@@ -18,6 +18,7 @@ import pytest
 from jax.sharding import AbstractMesh
 
 from bert_jax import parallel
+from bert_jax.config import ModelConfig
 from bert_jax.models import BertForPreTraining, scan_layout
 from bert_jax.train import pretrain
 from configs import common
@@ -149,7 +150,7 @@ def _outputs_and_grads(model_cfg, params, b):
   args = (b["input_ids"], b["token_type_ids"], b["attention_mask"])
 
   def loss(p):
-    out = BertForPreTraining(model_cfg).apply(
+    out = BertForPreTraining(ModelConfig.from_config(model_cfg)).apply(
         {"params": p}, *args, masked_lm_positions=b["masked_lm_positions"])
     return out["mlm_logits"].sum() + out["sequence_output"].sum() ** 2, out
 
@@ -162,7 +163,7 @@ def unscanned():
   """An unscanned model's params, outputs and gradients: the reference layout."""
   c = small_model_config(scan_layers=False).model
   b = mesh_worker.synthetic_batch(1)
-  params = nn.meta.unbox(BertForPreTraining(c).init(
+  params = nn.meta.unbox(BertForPreTraining(ModelConfig.from_config(c)).init(
       jax.random.PRNGKey(0), b["input_ids"], b["token_type_ids"])["params"])
   return params, b, *_outputs_and_grads(c, params, b)
 
@@ -175,7 +176,8 @@ def test_scanned_and_unscanned_give_same_outputs_and_gradients(unscanned, remat)
   layers = scanned["bert"]["encoder"]["layers"]
   assert layers["intermediate"]["kernel"].shape == (
       cs.num_layers, cs.hidden_size, cs.intermediate_size)
-  shapes = jax.eval_shape(lambda: nn.meta.unbox(BertForPreTraining(cs).init(
+  shapes = jax.eval_shape(lambda: nn.meta.unbox(BertForPreTraining(
+      ModelConfig.from_config(cs)).init(
       jax.random.PRNGKey(0), b["input_ids"])["params"]))
   assert (jax.tree_util.tree_map(lambda x: x.shape, scanned)
           == jax.tree_util.tree_map(lambda x: x.shape, shapes))
@@ -260,9 +262,8 @@ def test_mesh_presets_and_remat_policy_names():
   with pytest.raises(ValueError, match="mesh='zero'"):
     common.mesh_config("zero")
   c = small_model_config(scan_layers=True, remat_policy="some").model
-  ids = np.zeros((1, 8), np.int32)
   with pytest.raises(ValueError, match=r"model.remat_policy='some'"):
-    BertForPreTraining(c).init(jax.random.PRNGKey(0), ids)
+    ModelConfig.from_config(c)
 
 
 def test_distributed_initialize_only_when_asked():

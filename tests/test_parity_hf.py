@@ -12,7 +12,7 @@ import transformers
 
 from bert_jax.convert import params_from_hf
 from bert_jax.models import BertForPreTraining, BertModel
-from configs import common
+from bert_jax.config import ModelConfig
 
 torch.manual_seed(0)
 
@@ -23,16 +23,12 @@ def rel_err(ours, theirs):
 
 
 def our_config(hf_cfg):
-  c = common.model_config("tiny", vocab_size=hf_cfg.vocab_size)
-  c.hidden_size = hf_cfg.hidden_size
-  c.num_layers = hf_cfg.num_hidden_layers
-  c.num_heads = hf_cfg.num_attention_heads
-  c.intermediate_size = hf_cfg.intermediate_size
-  c.hidden_act = hf_cfg.hidden_act
-  c.max_position_embeddings = hf_cfg.max_position_embeddings
-  c.type_vocab_size = hf_cfg.type_vocab_size
-  c.layer_norm_eps = hf_cfg.layer_norm_eps
-  return c
+  return ModelConfig(
+      vocab_size=hf_cfg.vocab_size, hidden_size=hf_cfg.hidden_size,
+      num_layers=hf_cfg.num_hidden_layers, num_heads=hf_cfg.num_attention_heads,
+      intermediate_size=hf_cfg.intermediate_size, hidden_act=hf_cfg.hidden_act,
+      max_position_embeddings=hf_cfg.max_position_embeddings,
+      type_vocab_size=hf_cfg.type_vocab_size, layer_norm_eps=hf_cfg.layer_norm_eps)
 
 
 def padded_batch(vocab, batch=3, length=24, seed=0):

@@ -181,10 +181,11 @@ def test_objective_none_drops_the_nsp_loss_from_the_gradient():
   """RoBERTa-style packing (data.objective='none'): NSP gets no gradient, MLM does."""
   import flax.linen as nn
   import jax
+  from bert_jax.config import ModelConfig
   from bert_jax.models import BertForPreTraining
   c = pretrain_config.get_config("tiny,vocab=100,seq=16")
   c.model.hidden_size, c.model.num_heads, c.model.intermediate_size = 16, 2, 32
-  model = BertForPreTraining(c.model)
+  model = BertForPreTraining(ModelConfig.from_config(c.model))
   rng = np.random.default_rng(0)
   ids = rng.integers(5, 100, (4, 16)).astype(np.int32)
   batch = {"input_ids": ids, "token_type_ids": np.zeros_like(ids),

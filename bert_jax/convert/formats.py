@@ -35,7 +35,7 @@ SUMMARY_FILE = "conversion.json"
 class Loaded:
   """A checkpoint in bert_jax form, with what the conversion did to get there."""
   params: dict
-  model_config: Any                     # the `model` sub-config (ml_collections)
+  model_config: Any                     # a bert_jax.config.ModelConfig
   source: str                           # the file or dir the weights came from
   format: str
   tokenizer_files: list[str] = dataclasses.field(default_factory=list)

@@ -22,9 +22,9 @@ import os
 import re
 from typing import Any, Mapping
 
-import ml_collections
 import numpy as np
 
+from bert_jax.config import ModelConfig
 from bert_jax.convert.common import ConversionError, check_shapes
 
 # Buffers HF keeps in state dicts that carry no learned weights.
@@ -56,13 +56,12 @@ TORCH_FILE = "pytorch_model.bin"
 
 
 def model_config_from_json(d: Mapping[str, Any], where: str,
-                           gelu: str = "gelu") -> ml_collections.ConfigDict:
-  """An HF config.json (or Google bert_config.json) dict -> the `model` sub-config.
+                           gelu: str = "gelu") -> ModelConfig:
+  """An HF config.json (or Google bert_config.json) dict -> a `ModelConfig`.
 
   `gelu`: what hidden_act 'gelu' means in this file: 'gelu' (erf) for HF, 'gelu_new'
   (tanh approximation) for Google's bert_config.json, whose modeling.py computes it so.
   """
-  from configs import common
   missing = [k for k in _CONFIG_FIELDS if k not in d]
   if missing:
     raise ConversionError(f"{where} lacks the fields {missing}")
@@ -74,17 +73,18 @@ def model_config_from_json(d: Mapping[str, Any], where: str,
   if position != "absolute":
     raise ConversionError(f"{where} field position_embedding_type={position!r}: bert_jax "
                           "has absolute position embeddings only")
-  cfg = common.model_config("tiny")
-  for theirs, ours in {**_CONFIG_FIELDS, **_OPTIONAL_FIELDS}.items():
-    if theirs in d:
-      cfg[ours] = type(cfg[ours])(d[theirs])
-  cfg.hidden_act = gelu if act == "gelu" else _ACT_FROM_HF[act]
-  return cfg
+  fields = {ours: d[theirs] for theirs, ours in {**_CONFIG_FIELDS,
+                                                  **_OPTIONAL_FIELDS}.items() if theirs in d}
+  fields["hidden_act"] = gelu if act == "gelu" else _ACT_FROM_HF[act]
+  try:
+    return ModelConfig.from_dict(fields)
+  except ValueError as e:
+    raise ConversionError(f"{where}: {e}") from None
 
 
 def config_json(cfg, architectures=("BertForPreTraining",)) -> dict:
-  """The `model` sub-config -> an HF config.json dict (`transformers.BertConfig`)."""
-  out = {theirs: cfg[ours] for theirs, ours in {**_CONFIG_FIELDS,
+  """A `ModelConfig` -> an HF config.json dict (`transformers.BertConfig`)."""
+  out = {theirs: getattr(cfg, ours) for theirs, ours in {**_CONFIG_FIELDS,
                                                 **_OPTIONAL_FIELDS}.items()}
   out.update(architectures=list(architectures), model_type="bert",
              hidden_act=_ACT_TO_HF[cfg.hidden_act], pad_token_id=0,
@@ -247,7 +247,7 @@ def is_hf_dir(path: str) -> bool:
       os.path.isfile(os.path.join(path, f)) for f in (SAFETENSORS_FILE, TORCH_FILE))
 
 
-def read_hf_dir(path: str) -> tuple[dict[str, np.ndarray], ml_collections.ConfigDict, str]:
+def read_hf_dir(path: str) -> tuple[dict[str, np.ndarray], ModelConfig, str]:
   """HF checkpoint dir -> (state dict of numpy arrays, model config, weights file)."""
   config_path = os.path.join(path, CONFIG_FILE)
   if not os.path.isfile(config_path):

@@ -19,9 +19,9 @@ import json
 import os
 
 import jax
-import ml_collections
 import numpy as np
 
+from bert_jax.config import ModelConfig
 from bert_jax.convert.common import ConversionError, check_shapes, expected_shapes, unflatten
 
 CONFIG_FILE = "config.json"
@@ -37,16 +37,13 @@ def _read_config(path: str) -> dict:
     raise ConversionError(f"missing file {path}") from None
 
 
-def _model_config(d: dict, where: str) -> ml_collections.ConfigDict:
+def _model_config(d: dict, where: str) -> ModelConfig:
   if not isinstance(d.get("model"), dict):
     raise ConversionError(f"{where} has no 'model' section")
-  from configs import common
-  cfg = common.model_config("tiny")
-  unknown = sorted(set(d["model"]) - set(cfg))
-  if unknown:
-    raise ConversionError(f"{where} model fields {unknown} are not model config fields")
-  cfg.update(d["model"])
-  return cfg
+  try:
+    return ModelConfig.from_dict(d["model"], where)
+  except ValueError as e:
+    raise ConversionError(str(e)) from None
 
 
 def _restore_params(path: str, cfg) -> dict:
@@ -94,8 +91,7 @@ def read_workdir(workdir: str, step: int | None = None):
   except FileNotFoundError as e:
     raise ConversionError(f"{directory} holds no finished checkpoint ({e})") from None
   params = scan_layout.to_unscanned(params)
-  if cfg.get("scan_layers", False):
-    cfg.scan_layers = False
+  cfg = cfg.replace(scan_layers=False)
   check_shapes(params, cfg, f"checkpoint {directory}/{step}")
   tok_path = (full.get("data") or {}).get("tokenizer_path") or os.path.join(
       workdir, "tokenizer", "spm.model")

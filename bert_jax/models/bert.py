@@ -1,8 +1,8 @@
 """The BERT encoder in Flax Linen: embeddings, post-LN transformer layers, pooler.
 
-The modules are driven by the `model` sub-config (see `configs/common.py`); an
-architecture ablation is one config field and one local branch here, never a copied
-module. Every parameter carries logical axis names (`nn.with_logical_partitioning`) and
+The modules are driven by a `ModelConfig` (`bert_jax/config.py`, built once from the
+`model` sub-config); an architecture ablation is one field there and one local branch
+here, never a copied module. Every parameter carries logical axis names (`nn.with_logical_partitioning`) and
 the main activations carry logical constraints, so the same code shards over any mesh
 once `bert_jax/parallel.py` maps the names to mesh axes. Without a mesh the
 annotations are inert.
@@ -30,29 +30,24 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from bert_jax.config import HIDDEN_ACTS, ModelConfig
+
 Dtype = Any
 
 
+_ACTIVATIONS = {
+    "gelu": lambda x: jax.nn.gelu(x, approximate=False),
+    "gelu_new": lambda x: jax.nn.gelu(x, approximate=True),
+    "gelu_tanh": lambda x: jax.nn.gelu(x, approximate=True),
+    "gelu_pytorch_tanh": lambda x: jax.nn.gelu(x, approximate=True),
+    "relu": jax.nn.relu,
+}
+assert set(_ACTIVATIONS) == set(HIDDEN_ACTS), "config.HIDDEN_ACTS and models disagree"
+
+
 def activation(name: str) -> Callable[[jax.Array], jax.Array]:
-  """The feed-forward activation named by `model.hidden_act` (HF naming)."""
-  table = {
-      "gelu": lambda x: jax.nn.gelu(x, approximate=False),
-      "gelu_new": lambda x: jax.nn.gelu(x, approximate=True),
-      "gelu_tanh": lambda x: jax.nn.gelu(x, approximate=True),
-      "gelu_pytorch_tanh": lambda x: jax.nn.gelu(x, approximate=True),
-      "relu": jax.nn.relu,
-  }
-  if name not in table:
-    raise ValueError(
-        f"config field model.hidden_act={name!r} is not one of {sorted(table)}")
-  return table[name]
-
-
-def dtype_of(name: str) -> Dtype:
-  names = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
-  if name not in names:
-    raise ValueError(f"dtype {name!r} is not one of {sorted(names)}")
-  return names[name]
+  """The feed-forward activation named by `model.hidden_act` (validated by ModelConfig)."""
+  return _ACTIVATIONS[name]
 
 
 def _normal(cfg, axes: tuple[str, ...]):
@@ -68,11 +63,11 @@ def _ones(axes: tuple[str, ...]):
   return nn.with_logical_partitioning(nn.initializers.ones_init(), axes)
 
 
-def layer_norm(cfg, name: str) -> nn.LayerNorm:
+def layer_norm(cfg: ModelConfig, name: str) -> nn.LayerNorm:
   # Statistics are computed in float32 by flax whatever the compute dtype.
   return nn.LayerNorm(
-      epsilon=cfg.layer_norm_eps, dtype=dtype_of(cfg.dtype),
-      param_dtype=dtype_of(cfg.param_dtype), scale_init=_ones(("norm",)),
+      epsilon=cfg.layer_norm_eps, dtype=cfg.compute_dtype,
+      param_dtype=cfg.weights_dtype, scale_init=_ones(("norm",)),
       bias_init=_zeros(("norm",)), name=name)
 
 
@@ -82,7 +77,7 @@ class Dense(nn.Module):
   Unlike `nn.DenseGeneral`, the kernel is created in its final shape (for example
   [embed, heads, kv]), so its logical partitioning names every dimension.
   """
-  cfg: Any
+  cfg: ModelConfig
   features: tuple[int, ...]
   kernel_axes: tuple[str, ...]
 
@@ -90,17 +85,17 @@ class Dense(nn.Module):
   def __call__(self, x):
     n_out = len(self.features)
     n_in = len(self.kernel_axes) - n_out
-    pdt = dtype_of(self.cfg.param_dtype)
+    pdt = self.cfg.weights_dtype
     kernel = self.param("kernel", _normal(self.cfg, self.kernel_axes),
                         tuple(x.shape[-n_in:]) + self.features, pdt)
     bias = self.param("bias", _zeros(self.kernel_axes[n_in:]), self.features, pdt)
     x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias,
-                                              dtype=dtype_of(self.cfg.dtype))
+                                              dtype=self.cfg.compute_dtype)
     contract = (tuple(range(x.ndim - n_in, x.ndim)), tuple(range(n_in)))
     return jax.lax.dot_general(x, kernel, (contract, ((), ()))) + bias
 
 
-def dense(cfg, features, axes: tuple[str, ...], name: str) -> Dense:
+def dense(cfg: ModelConfig, features, axes: tuple[str, ...], name: str) -> Dense:
   """A `Dense` to `features` (int or tuple) whose kernel axes are `axes` (in then out)."""
   features = (features,) if isinstance(features, int) else tuple(features)
   return Dense(cfg, features, tuple(axes), name=name)
@@ -108,20 +103,20 @@ def dense(cfg, features, axes: tuple[str, ...], name: str) -> Dense:
 
 class Embeddings(nn.Module):
   """Word + position + token-type embeddings, LayerNorm, dropout."""
-  cfg: Any
+  cfg: ModelConfig
 
   def setup(self):
     cfg = self.cfg
-    pdt = dtype_of(cfg.param_dtype)
+    pdt, cdt = cfg.weights_dtype, cfg.compute_dtype
     self.word_embeddings = nn.Embed(
         cfg.vocab_size, cfg.hidden_size, param_dtype=pdt,
-        dtype=dtype_of(cfg.dtype), embedding_init=_normal(cfg, ("vocab", "embed")))
+        dtype=cdt, embedding_init=_normal(cfg, ("vocab", "embed")))
     self.position_embeddings = nn.Embed(
         cfg.max_position_embeddings, cfg.hidden_size, param_dtype=pdt,
-        dtype=dtype_of(cfg.dtype), embedding_init=_normal(cfg, ("position", "embed")))
+        dtype=cdt, embedding_init=_normal(cfg, ("position", "embed")))
     self.token_type_embeddings = nn.Embed(
         cfg.type_vocab_size, cfg.hidden_size, param_dtype=pdt,
-        dtype=dtype_of(cfg.dtype), embedding_init=_normal(cfg, ("type_vocab", "embed")))
+        dtype=cdt, embedding_init=_normal(cfg, ("type_vocab", "embed")))
     self.layer_norm = layer_norm(cfg, "layer_norm")
     self.dropout = nn.Dropout(cfg.hidden_dropout_prob)
 
@@ -155,16 +150,12 @@ def attention_bias(attention_mask: jax.Array, dtype: Dtype) -> jax.Array:
 
 class SelfAttention(nn.Module):
   """Multi-head self-attention; q/k/v kernels are [embed, heads, kv]."""
-  cfg: Any
+  cfg: ModelConfig
 
   @nn.compact
   def __call__(self, x, bias, deterministic: bool):
     cfg = self.cfg
-    if cfg.hidden_size % cfg.num_heads:
-      raise ValueError(
-          f"model.hidden_size={cfg.hidden_size} is not divisible by "
-          f"model.num_heads={cfg.num_heads}")
-    head_dim = cfg.hidden_size // cfg.num_heads
+    head_dim = cfg.head_dim
     shape = (cfg.num_heads, head_dim)
     axes = ("embed", "heads", "kv")
     q = dense(cfg, shape, axes, "query")(x)  # [batch, length, heads, kv]
@@ -191,9 +182,7 @@ class SelfAttention(nn.Module):
       context = jax.nn.dot_product_attention(
           q, k, v, mask=keep, implementation=cfg.attention_impl)
     else:
-      raise ValueError(
-          f"model.attention_impl={cfg.attention_impl!r} is not one of "
-          "'einsum', 'xla', 'cudnn'")
+      raise AssertionError(cfg.attention_impl)  # ModelConfig validated it
     context = nn.with_logical_constraint(context, ("batch", "length", "heads", "kv"))
     return dense(cfg, cfg.hidden_size, ("heads", "kv", "embed"), "output")(context)
 
@@ -203,7 +192,7 @@ class TransformerLayer(nn.Module):
 
   `scan_carry=True` returns `(x, None)`, the (carry, output) pair `nn.scan` expects.
   """
-  cfg: Any
+  cfg: ModelConfig
   scan_carry: bool = False
 
   @nn.compact
@@ -228,28 +217,23 @@ REMAT_POLICIES = {
 }
 
 
-def layer_class(cfg, scan_carry: bool = False):
+def layer_class(cfg: ModelConfig, scan_carry: bool = False):
   """TransformerLayer, wrapped in `nn.remat` as `model.remat_policy` asks."""
-  policy = cfg.get("remat_policy", "none")
-  if policy == "none":
+  if cfg.remat_policy == "none":
     return TransformerLayer
-  if policy not in REMAT_POLICIES:
-    raise ValueError(
-        f"config field model.remat_policy={policy!r} is not one of "
-        f"{['none', *REMAT_POLICIES]}")
   # static_argnums counts `self`: (self, x, bias, deterministic).
-  return nn.remat(TransformerLayer, policy=REMAT_POLICIES[policy], static_argnums=(3,),
-                  prevent_cse=not scan_carry)
+  return nn.remat(TransformerLayer, policy=REMAT_POLICIES[cfg.remat_policy],
+                  static_argnums=(3,), prevent_cse=not scan_carry)
 
 
 class Encoder(nn.Module):
   """`num_layers` transformer layers: layer_0 ... layer_{N-1}, or one scanned `layers`."""
-  cfg: Any
+  cfg: ModelConfig
 
   @nn.compact
   def __call__(self, x, bias, deterministic: bool):
     cfg = self.cfg
-    if cfg.get("scan_layers", False):
+    if cfg.scan_layers:
       scanned = nn.scan(
           layer_class(cfg, scan_carry=True),
           variable_axes={"params": 0}, split_rngs={"params": True, "dropout": True},
@@ -265,7 +249,7 @@ class Encoder(nn.Module):
 
 class BertModel(nn.Module):
   """Embeddings -> encoder -> pooler. Returns sequence and pooled outputs."""
-  cfg: Any
+  cfg: ModelConfig
 
   def setup(self):
     self.embeddings = Embeddings(self.cfg)

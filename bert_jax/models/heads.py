@@ -1,7 +1,7 @@
 """Heads on top of `BertModel`: pretraining (masked LM with tied decoder, NSP) and the
 fine-tuning task heads.
 
-`BertForPreTraining(cfg)` is the public entry point (API kept stable):
+`BertForPreTraining(cfg)` (cfg: a `bert_jax.config.ModelConfig`) is the public entry point (API kept stable):
 
     out = model.apply({'params': p}, input_ids, token_type_ids, attention_mask,
                       deterministic=True)
@@ -28,13 +28,12 @@ positions that carry no label.
 
 from __future__ import annotations
 
-from typing import Any
-
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from bert_jax.models.bert import BertModel, _zeros, activation, dense, dtype_of, layer_norm
+from bert_jax.config import ModelConfig
+from bert_jax.models.bert import BertModel, _zeros, activation, dense, layer_norm
 
 
 def gather_positions(sequence: jax.Array, positions: jax.Array) -> jax.Array:
@@ -44,7 +43,7 @@ def gather_positions(sequence: jax.Array, positions: jax.Array) -> jax.Array:
 
 class MaskedLMHead(nn.Module):
   """dense -> activation -> LayerNorm -> decoder tied to word embeddings + bias."""
-  cfg: Any
+  cfg: ModelConfig
 
   @nn.compact
   def __call__(self, hidden, embeddings):
@@ -54,13 +53,13 @@ class MaskedLMHead(nn.Module):
     h = layer_norm(cfg, "transform_layer_norm")(h)
     logits = embeddings.attend(h)  # [..., vocab]
     bias = self.param("output_bias", _zeros(("vocab",)), (cfg.vocab_size,),
-                      dtype_of(cfg.param_dtype))
+                      cfg.weights_dtype)
     return logits.astype(jnp.float32) + bias.astype(jnp.float32)
 
 
 class BertForPreTraining(nn.Module):
   """BERT with the MLM and next-sentence-prediction heads."""
-  cfg: Any
+  cfg: ModelConfig
 
   def setup(self):
     self.bert = BertModel(self.cfg)
@@ -80,7 +79,7 @@ class BertForPreTraining(nn.Module):
 
 class _TaskHead(nn.Module):
   """BertModel, dropout, one dense 'classifier' over the pooled or sequence output."""
-  cfg: Any
+  cfg: ModelConfig
   num_labels: int
   on_sequence: bool = False
   head_dropout: bool = True

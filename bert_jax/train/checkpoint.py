@@ -26,6 +26,7 @@ import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
 from orbax.checkpoint import checkpoint_managers
 
+from bert_jax.config import ModelConfig
 from bert_jax.models import scan_layout
 from bert_jax.train import logging as log_lib
 
@@ -257,3 +258,27 @@ def restore_params(checkpoint_dir: str, step: int | None = None,
   restored = checkpointer.restore(path, args=ocp.args.PyTreeRestore(
       item={"params": item}, restore_args={"params": restore_args}, partial_restore=True))
   return (restored["params"], step) if with_step else restored["params"]
+
+
+def read_model_config(checkpoint_dir: str, step: int | None = None) -> ModelConfig:
+  """The `ModelConfig` saved with a checkpoint (its `config` item; newest step by default).
+
+  A workdir alone says what model it holds: nothing outside the checkpoint is needed.
+  """
+  directory = os.path.abspath(checkpoint_dir)
+  if not os.path.isdir(directory):
+    raise FileNotFoundError(f"no checkpoint directory {directory}")
+  with ocp.CheckpointManager(directory, item_handlers=_item_handlers()) as manager:
+    step = manager.latest_step() if step is None else step
+    if step is None:
+      raise FileNotFoundError(f"no complete checkpoint in {directory}")
+    try:
+      saved = manager.restore(step, args=ocp.args.Composite(
+          config=ocp.args.JsonRestore()))["config"]
+    except (FileNotFoundError, KeyError, ValueError) as e:
+      raise FileNotFoundError(f"checkpoint {directory}/{step} holds no readable config "
+                              f"item: {e}") from None
+  where = f"{directory}/{step}/config"
+  if not isinstance(saved, dict) or not isinstance(saved.get("model"), dict):
+    raise ValueError(f"{where} has no 'model' section")
+  return ModelConfig.from_dict(saved["model"], where)

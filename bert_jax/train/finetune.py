@@ -31,6 +31,7 @@ import numpy as np
 import optax
 
 from bert_jax import config_checks, parallel
+from bert_jax.config import ModelConfig
 from bert_jax.data import tasks as tasks_lib
 from bert_jax.data.tasks import common
 from bert_jax.models import (BertForQuestionAnswering, BertForSequenceClassification,
@@ -160,8 +161,9 @@ def load_hf_dir(directory: str, model_cfg) -> dict:
            "intermediate_size": "intermediate_size",
            "max_position_embeddings": "max_position_embeddings",
            "type_vocab_size": "type_vocab_size"}
-  bad = [f"model.{k}={model_cfg[k]} but {hf[v]} in config.json" for k, v in pairs.items()
-         if v in hf and model_cfg[k] != hf[v]]
+  model_cfg = ModelConfig.from_config(model_cfg)
+  bad = [f"model.{k}={getattr(model_cfg, k)} but {hf[v]} in config.json"
+         for k, v in pairs.items() if v in hf and getattr(model_cfg, k) != hf[v]]
   if bad:
     raise ValueError(f"init.checkpoint=hf:{directory}: " + "; ".join(bad))
   params = convert.params_from_hf(load_file(os.path.join(directory, "model.safetensors")),
@@ -322,7 +324,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
   steps_per_epoch = -(-len(train_features["input_ids"]) // t.global_batch_size)
   num_steps = max(1, int(round(t.num_epochs * steps_per_epoch)))
-  model = make_model(task.kind, config.model, task.num_labels)
+  model = make_model(task.kind, ModelConfig.from_config(config.model), task.num_labels)
   tx, schedule = create_optimizer(t, num_steps, config.model.num_layers)
   dummy = np.zeros((1, d.max_seq_length), np.int32)
   rng = jax.random.PRNGKey(config.seed)

@@ -21,6 +21,7 @@ import optax
 from jax.experimental import multihost_utils
 
 from bert_jax import config_checks, parallel
+from bert_jax.config import ModelConfig
 from bert_jax.data import corpora, grain_loader, loader as loader_lib, pretraining, tokenizers
 from bert_jax.models import BertForPreTraining
 from bert_jax.train import checkpoint as checkpoint_lib
@@ -128,7 +129,8 @@ class Setup:
   def __init__(self, config, mesh, rules):
     t = config.train
     check_fits_mesh(config, mesh, rules)
-    self.model = BertForPreTraining(config.model)
+    self.model_config = ModelConfig.from_config(config.model)
+    self.model = BertForPreTraining(self.model_config)
     self.tx, self.schedule = optim.create_optimizer(t)
     dummy = np.zeros((1, config.data.max_seq_length), np.int32)
     self.dummy_inputs = (dummy, dummy, dummy)

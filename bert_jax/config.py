@@ -1,0 +1,130 @@
+"""`ModelConfig`: the typed, frozen description of a model, validated once.
+
+The ml_collections `model` sub-config (`configs/common.py: model_config`) is the
+switchboard users edit; the entry point turns it into a `ModelConfig` with
+`ModelConfig.from_config(config.model)` and from then on nothing sees the ConfigDict:
+the Flax modules (`bert_jax/models/`), the converters and the checkpoints hold this
+dataclass. Every checkpoint saves the resolved config, so a workdir alone says what
+model it holds (`bert_jax.train.checkpoint.read_model_config`).
+
+Allowed values live here once (`HIDDEN_ACTS`, `ATTENTION_IMPLS`, ...); an unknown field
+or a wrong value is a `ValueError` naming `model.<field>`. A field missing from a dict
+(an older checkpoint, say) takes its default, which is always BERT's behaviour.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Mapping
+
+import jax.numpy as jnp
+
+# The feed-forward / MLM-transform activations (HF names; gelu_new = gelu_tanh =
+# gelu_pytorch_tanh, the tanh approximation).
+HIDDEN_ACTS = ("gelu", "gelu_new", "gelu_tanh", "gelu_pytorch_tanh", "relu")
+# einsum: softmax(QK^T)V with attention dropout, runs everywhere; xla / cudnn:
+# jax.nn.dot_product_attention (cudnn = fused GPU kernel), no attention dropout.
+ATTENTION_IMPLS = ("einsum", "xla", "cudnn")
+# none | full (recompute each layer) | dots (keep matmul outputs); see models/bert.py.
+REMAT_POLICIES = ("none", "full", "dots")
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+  """Every model field; defaults are BERT-base (Devlin et al. 2019).
+
+  Field names follow HF `BertConfig` where one exists (`num_layers` =
+  num_hidden_layers, `num_heads` = num_attention_heads,
+  `attention_dropout_prob` = attention_probs_dropout_prob).
+  """
+  vocab_size: int = 30522
+  hidden_size: int = 768
+  num_layers: int = 12
+  num_heads: int = 12
+  intermediate_size: int = 3072
+  hidden_act: str = "gelu"
+  max_position_embeddings: int = 512
+  type_vocab_size: int = 2
+  layer_norm_eps: float = 1e-12
+  hidden_dropout_prob: float = 0.1
+  attention_dropout_prob: float = 0.1
+  initializer_range: float = 0.02
+  dtype: str = "float32"            # compute dtype
+  param_dtype: str = "float32"      # parameter (and optimizer state) dtype
+  attention_impl: str = "einsum"
+  scan_layers: bool = False         # one nn.scan over the layers (encoder/layers/...)
+  remat_policy: str = "none"
+
+  def __post_init__(self):
+    for f in dataclasses.fields(self):  # types: ints stay ints, floats floats, ...
+      value = getattr(self, f.name)
+      want = {"int": int, "float": float, "bool": bool, "str": str}[f.type]
+      if want is float and isinstance(value, int) and not isinstance(value, bool):
+        object.__setattr__(self, f.name, float(value))
+      elif not isinstance(value, want) or (want is int and isinstance(value, bool)):
+        _fail(f.name, value, f"a {f.type}")
+    for name in ("vocab_size", "hidden_size", "num_layers", "num_heads",
+                 "intermediate_size", "max_position_embeddings", "type_vocab_size"):
+      _require(self, getattr(self, name) > 0, name, "a positive integer")
+    _require(self, self.hidden_size % self.num_heads == 0, "num_heads",
+             f"a divisor of model.hidden_size={self.hidden_size}")
+    _require(self, self.hidden_act in HIDDEN_ACTS, "hidden_act", f"one of {HIDDEN_ACTS}")
+    _require(self, self.attention_impl in ATTENTION_IMPLS, "attention_impl",
+             f"one of {ATTENTION_IMPLS}")
+    _require(self, self.remat_policy in REMAT_POLICIES, "remat_policy",
+             f"one of {REMAT_POLICIES}")
+    for name in ("dtype", "param_dtype"):
+      _require(self, getattr(self, name) in DTYPES, name, f"one of {tuple(DTYPES)}")
+    for name in ("hidden_dropout_prob", "attention_dropout_prob"):
+      _require(self, 0.0 <= getattr(self, name) < 1.0, name, "a probability in [0, 1)")
+    _require(self, self.layer_norm_eps > 0, "layer_norm_eps", "> 0")
+    _require(self, self.initializer_range > 0, "initializer_range", "> 0")
+
+  # ------------------------------------------------------------------ building
+
+  @classmethod
+  def from_dict(cls, d: Mapping[str, Any], where: str = "") -> "ModelConfig":
+    """From a plain dict (a saved config's `model` section); unknown keys are errors."""
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(d) - known)
+    if unknown:
+      at = f" in {where}" if where else ""
+      raise ValueError(f"config field model.{unknown[0]}{at} is not a model field "
+                       f"(unknown: {unknown}; known: {sorted(known)})")
+    return cls(**dict(d))
+
+  @classmethod
+  def from_config(cls, model_config) -> "ModelConfig":
+    """From the ml_collections `model` sub-config (or any mapping)."""
+    to_dict = getattr(model_config, "to_dict", None)
+    return cls.from_dict(to_dict() if to_dict else dict(model_config))
+
+  def to_dict(self) -> dict[str, Any]:
+    return dataclasses.asdict(self)
+
+  def replace(self, **changes) -> "ModelConfig":
+    return dataclasses.replace(self, **changes)
+
+  # ------------------------------------------------------------------- derived
+
+  @property
+  def compute_dtype(self):
+    return DTYPES[self.dtype]
+
+  @property
+  def weights_dtype(self):
+    return DTYPES[self.param_dtype]
+
+  @property
+  def head_dim(self) -> int:
+    return self.hidden_size // self.num_heads
+
+
+def _fail(field: str, value, expected: str):
+  raise ValueError(f"config field model.{field}={value!r}: expected {expected}")
+
+
+def _require(cfg: ModelConfig, ok: bool, field: str, expected: str) -> None:
+  if not ok:
+    _fail(field, getattr(cfg, field), expected)
