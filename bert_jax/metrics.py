@@ -7,9 +7,13 @@ GLUE (Wang et al. 2019, and the GLUE server): accuracy; F1 of the positive class
 
 SQuAD: the answer normalisation and EM/F1 of the official `evaluate-v1.1.py` and
 `evaluate-v2.0.py` scripts (lower case; drop punctuation, the articles a/an/the and
-extra whitespace; token-bag F1; maximum over the gold answers). v2.0 adds no-answer
-questions (gold answers that normalise to nothing count as the empty answer), the
-no-answer-probability threshold, HasAns/NoAns splits and the best-threshold search.
+extra whitespace; token-bag F1; maximum over the gold answers). v1.1: a question
+without a prediction scores 0 and counts in the total. v2.0 adds no-answer questions,
+the no-answer-probability threshold, HasAns/NoAns splits and the best-threshold
+search; as in the official script, a question is HasAns when its list of gold answers
+is non-empty (raw texts), while for scoring gold answers that normalise to nothing
+count as the empty answer (a question whose only gold answer is "the" is HasAns and
+is matched by an empty prediction).
 
 NER: entity-level precision/recall/F1 over chunks, with the semantics of `seqeval`'s
 default (conlleval) mode: IOB1/IOB2/IOBES tags, an `I-X` after `O` or after another
@@ -156,8 +160,10 @@ def squad_evaluate(gold_answers: Mapping[str, Sequence[str]],
 
   v1.1 returns {'exact_match', 'f1'}; v2.0 returns {'exact', 'f1', 'total',
   'HasAns_*', 'NoAns_*'} and, given `na_probs`, 'best_exact'/'best_f1' with their
-  thresholds. A question with no (non-empty) gold answer is a no-answer question.
-  Questions without a prediction are skipped, as the official scripts do.
+  thresholds. v1.1 (`evaluate-v1.1.py`): a question without a prediction scores 0
+  and counts in the total. v2.0 (`evaluate-v2.0.py`): HasAns means a non-empty list
+  of gold answers (raw, before normalisation); a question without a prediction is
+  left out of every total, as that script's `get_raw_scores` leaves it out.
   """
   if version not in ("v1.1", "v2.0"):
     raise ValueError(f"SQuAD version {version!r} is not one of 'v1.1', 'v2.0'")
@@ -167,17 +173,19 @@ def squad_evaluate(gold_answers: Mapping[str, Sequence[str]],
   has_ans = {}
   for qid, answers in gold_answers.items():
     answers = list(answers)
+    has_ans[qid] = bool(answers)
     if version == "v2.0":
       answers = [a for a in answers if normalize_answer(a)] or [""]
-    has_ans[qid] = bool(answers != [""])
     if qid not in predictions:
       continue
     exact[qid] = max(squad_exact(a, predictions[qid]) for a in answers)
     f1[qid] = max(squad_f1(a, predictions[qid], version) for a in answers)
   if not exact:
     raise ValueError("none of the SQuAD questions has a prediction")
-  if version == "v1.1":
-    return {"exact_match": 100.0 * _mean(exact), "f1": 100.0 * _mean(f1)}
+  if version == "v1.1":  # unanswered questions score 0 over the full total
+    total = len(gold_answers)
+    return {"exact_match": 100.0 * sum(exact.values()) / total,
+            "f1": 100.0 * sum(f1.values()) / total}
 
   if na_probs is not None:
     exact_t = _apply_no_answer(exact, na_probs, has_ans, na_prob_thresh)

@@ -143,24 +143,115 @@ def test_squad_v1_hand_computed():
   assert m == pytest.approx({"exact_match": 100 / 3, "f1": 100 * 1.8 / 3})
 
 
+def test_squad_v1_unanswered_question_scores_zero_in_the_total():
+  gold = {"q1": ["cat"], "q2": ["dog"]}
+  m = metrics.squad_evaluate(gold, {"q1": "cat"}, version="v1.1")
+  assert m == pytest.approx({"exact_match": 50.0, "f1": 50.0})
+  assert m == pytest.approx(official_v1(gold, {"q1": "cat"}))
+
+
 def test_squad_v2_no_answer_threshold_and_best_threshold():
   gold = {"a": ["Paris"], "b": [], "c": ["the"], "d": ["New York City"]}
-  # "c" has only a gold answer that normalises to "", so it is a no-answer question.
+  # "c" has a gold answer (HasAns for the official script), but it normalises to "",
+  # so only an empty prediction matches it.
   preds = {"a": "Paris", "b": "", "c": "London", "d": "York"}
   na = {"a": 0.1, "b": 0.9, "c": 0.8, "d": 0.3}
   raw = metrics.squad_evaluate(gold, preds, "v2.0")
   # a: 1/1, b: 1/1 (empty == empty), c: 0/0, d: EM 0, F1 2*(1*1/3)/(1+1/3)=0.5
   assert raw["exact"] == pytest.approx(50.0)
   assert raw["f1"] == pytest.approx(100 * 2.5 / 4)
-  assert raw["HasAns_total"] == 2 and raw["NoAns_total"] == 2
-  assert raw["HasAns_f1"] == pytest.approx(75.0) and raw["NoAns_exact"] == 50.0
+  assert raw["HasAns_total"] == 3 and raw["NoAns_total"] == 1
+  assert raw["HasAns_f1"] == pytest.approx(100 * 1.5 / 3) and raw["NoAns_exact"] == 100.0
   m = metrics.squad_evaluate(gold, preds, "v2.0", na_probs=na, na_prob_thresh=0.5)
-  # With threshold 0.5, b and c abstain -> both count 1 (they have no answer).
-  assert m["exact"] == pytest.approx(75.0) and m["f1"] == pytest.approx(100 * 3.5 / 4)
-  # Best-threshold sweep (official find_best_thresh): sorted by na: a(+1) d(+0.5 f1 / 0
-  # em) c(-1, it predicted text) b(0). Start = #no-answer = 2.
-  assert m["best_f1"] == pytest.approx(100 * 3.5 / 4) and m["best_f1_thresh"] == 0.3
-  assert m["best_exact"] == pytest.approx(75.0) and m["best_exact_thresh"] == 0.1
+  # With threshold 0.5, b and c abstain: b scores 1 (NoAns), c scores 0 (HasAns).
+  assert m["exact"] == pytest.approx(50.0) and m["f1"] == pytest.approx(100 * 2.5 / 4)
+  # Best-threshold sweep (official find_best_thresh): start = #NoAns = 1; sorted by
+  # na: a(+1) d(+0.5 f1 / +0 em) c(+0, HasAns scoring 0) b(0).
+  assert m["best_f1"] == pytest.approx(100 * 2.5 / 4) and m["best_f1_thresh"] == 0.3
+  assert m["best_exact"] == pytest.approx(50.0) and m["best_exact_thresh"] == 0.1
+  for got in (raw, m):
+    assert got == pytest.approx(official_v2(gold, preds, na if got is m else None, 0.5))
+
+
+# The official scripts' evaluation, restated from their text over {qid: [answers]}
+# (a dataset of one paragraph per question): evaluate-v1.1.py `evaluate`, and
+# evaluate-v2.0.py `main` with `make_qid_to_has_ans`, `get_raw_scores`,
+# `apply_no_ans_threshold`, `make_eval_dict` and `find_best_thresh`.
+
+
+def official_v1(gold, preds):
+  f1 = exact_match = total = 0
+  for qid, answers in gold.items():
+    total += 1
+    if qid not in preds:
+      continue  # "Unanswered question ... will receive score 0."
+    exact_match += max(ref_normalize(preds[qid]) == ref_normalize(a) for a in answers)
+    f1 += max(ref_f1_v1(a, preds[qid]) for a in answers)
+  return {"exact_match": 100.0 * exact_match / total, "f1": 100.0 * f1 / total}
+
+
+def official_v2(gold, preds, na_probs, na_prob_thresh):
+  qid_to_has_ans = {qid: bool(answers) for qid, answers in gold.items()}
+  exact_raw, f1_raw = {}, {}
+  for qid, answers in gold.items():
+    gold_answers = [a for a in answers if ref_normalize(a)] or [""]
+    if qid not in preds:
+      continue
+    exact_raw[qid] = max(int(ref_normalize(a) == ref_normalize(preds[qid]))
+                         for a in gold_answers)
+    f1_raw[qid] = max(ref_f1_v2(a, preds[qid]) for a in gold_answers)
+  probs = na_probs if na_probs is not None else {k: 0.0 for k in preds}
+  thresh = na_prob_thresh if na_probs is not None else 1.0
+
+  def apply(scores):
+    return {q: float(not qid_to_has_ans[q]) if probs[q] > thresh else s
+            for q, s in scores.items()}
+
+  def eval_dict(exact, f1, qids):
+    return {"exact": 100.0 * sum(exact[k] for k in qids) / len(qids),
+            "f1": 100.0 * sum(f1[k] for k in qids) / len(qids), "total": len(qids)}
+
+  exact_t, f1_t = apply(exact_raw), apply(f1_raw)
+  out = eval_dict(exact_t, f1_t, list(exact_t))
+  for prefix, want in (("HasAns", True), ("NoAns", False)):
+    qids = [k for k, v in qid_to_has_ans.items() if v == want]
+    if qids:
+      out.update({f"{prefix}_{k}": v for k, v in eval_dict(exact_t, f1_t, qids).items()})
+  if na_probs is not None:
+    for name, scores in (("exact", exact_raw), ("f1", f1_raw)):
+      cur = best = sum(1 for k in qid_to_has_ans if not qid_to_has_ans[k])
+      best_thresh = 0.0
+      for qid in sorted(na_probs, key=lambda k: na_probs[k]):
+        if qid_to_has_ans[qid]:
+          cur += scores[qid]
+        else:
+          cur += -1 if preds[qid] else 0
+        if cur > best:
+          best, best_thresh = cur, na_probs[qid]
+      out[f"best_{name}"] = 100.0 * best / len(scores)
+      out[f"best_{name}_thresh"] = best_thresh
+  return out
+
+
+def random_gold(rng):
+  """0-3 gold answers, some that normalise to nothing ("the", "a!")."""
+  pool = ["Paris", "the", "a!", "Denver Broncos", "the Broncos", "1990", "an apple"]
+  return [str(a) for a in rng.choice(pool, size=int(rng.integers(0, 4)))]
+
+
+@pytest.mark.parametrize("trial", range(10))
+def test_squad_matches_the_official_scripts_on_random_cases(trial):
+  rng = np.random.default_rng(100 + trial)
+  gold = {f"q{i}": random_gold(rng) for i in range(12)}
+  preds = {q: ("" if rng.random() < 0.3 else random_answer(rng)) for q in gold}
+  na = {q: float(rng.choice([0.1, 0.2, 0.5, 0.7, 0.9])) for q in gold}
+  got = metrics.squad_evaluate(gold, preds, "v2.0", na_probs=na, na_prob_thresh=0.5)
+  assert got == pytest.approx(official_v2(gold, preds, na, 0.5))
+  answerable = {q: a or ["x"] for q, a in gold.items()}  # v1.1 always has answers
+  some_preds = {q: p for q, p in preds.items() if rng.random() < 0.7}
+  some_preds.setdefault("q0", "x")
+  assert metrics.squad_evaluate(answerable, some_preds, "v1.1") == pytest.approx(
+      official_v1(answerable, some_preds))
 
 
 def test_squad_bad_input():
