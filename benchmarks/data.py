@@ -25,7 +25,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bert_jax.data import (corpora, grain_loader, loader, prepare,  # noqa: E402
+from bert_jax.data import (corpora, grain_loader, masking, prepare,  # noqa: E402
                            tokenizers)
 
 
@@ -58,7 +58,7 @@ def bench_loader(directory: str, whole_word: bool, batch_size: int, batches: int
     """(sequences per wall second, sequences per CPU second of this process)."""
     split = grain_loader.PreparedSplit(directory)
     tok = tokenizers.load_tokenizer(split.tokenizer_path)
-    kwargs = loader.masking_kwargs(tok, 0.15, 20, whole_word_masking=whole_word)
+    kwargs = masking.masking_kwargs(tok, 0.15, 20, whole_word_masking=whole_word)
     ld = grain_loader.GrainPretrainingLoader(split, batch_size, seed=0, mask_kwargs=kwargs,
                                              prefetch_threads=max(threads, 1))
     if threads == 0:

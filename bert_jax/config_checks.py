@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 
 from bert_jax.config import ModelConfig
+from bert_jax.data import masking
+
 
 def _require(ok: bool, field: str, value, expected: str) -> None:
   if not ok:
@@ -34,6 +36,10 @@ def check_pretrain_config(c) -> None:
   _require(0.0 <= d.short_seq_prob <= 1.0, "data.short_seq_prob", d.short_seq_prob,
            "a probability in [0, 1]")
   _require(d.dupe_factor >= 1, "data.dupe_factor", d.dupe_factor, ">= 1")
+  _require(d.masking_budget in masking.MASKING_BUDGETS, "data.masking_budget",
+           d.masking_budget, f"one of {masking.MASKING_BUDGETS}")
+  _require(d.random_replacement in masking.RANDOM_REPLACEMENTS, "data.random_replacement",
+           d.random_replacement, f"one of {masking.RANDOM_REPLACEMENTS}")
   _require(0.0 < d.eval_fraction < 1.0, "data.eval_fraction", d.eval_fraction,
            "a fraction in (0, 1)")
   _require(bool(d.corpus), "data.corpus", d.corpus, "'embedded' or a file glob")

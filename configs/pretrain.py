@@ -70,6 +70,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   d.max_predictions_per_seq = 20  # as the paper at length 128 (80 at 512)
   d.masked_lm_prob = 0.15
   d.whole_word_masking = False
+  # Where masking departs from google-research/bert by choice (docs/design_notes.md);
+  # the second value of each restores the original script's behaviour.
+  d.masking_budget = "maskable"   # maskable: masked_lm_prob x maskable tokens | all_tokens: x all tokens, [CLS]/[SEP] included
+  d.mask_unk = False              # True: [UNK] can be masked and predicted, as in the original
+  d.random_replacement = "normal_ids"  # normal_ids: random tokens skip special ids | any_id: drawn from the whole vocab
   d.short_seq_prob = 0.1
   d.dupe_factor = 5               # passes over the corpus with different segment splits
   d.eval_fraction = 0.05          # documents held out for evaluation

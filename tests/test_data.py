@@ -1,10 +1,11 @@
-"""Tests for bert_jax/data: corpora, tokenizer, NSP examples and the loader."""
+"""Tests for bert_jax/data: corpora, tokenizer, NSP examples and the loader over
+in-memory examples (tests/test_prepare.py has it over prepared shards)."""
 import os
 
 import numpy as np
 import pytest
 
-from bert_jax.data import corpora, loader, pretraining, tokenizers
+from bert_jax.data import corpora, grain_loader, masking, pretraining, tokenizers
 from tests.helpers import assert_same_batches
 
 VOCAB = 1000
@@ -320,7 +321,7 @@ MASK_KWARGS = {
 
 def _loader(**kwargs):
     args = {"global_batch_size": 8, "seed": 7, "mask_kwargs": MASK_KWARGS, **kwargs}
-    return loader.PretrainingLoader(_synthetic_examples(), **args)
+    return grain_loader.GrainPretrainingLoader(_synthetic_examples(), **args)
 
 
 def _take(it, n):
@@ -337,21 +338,29 @@ def test_loader_batches(tokenized, tokenizer):
     assert batch["masked_lm_weights"].dtype == np.float32
     assert all(batch[k].dtype == np.int32 for k in batch if k != "masked_lm_weights")
     assert batch["masked_lm_weights"].sum() > 0
-    assert len(list(iter(_loader(epoch_repeats=False)))) == 5
+    assert len(list(iter(_loader(repeat=False)))) == 5
+    # Every example once per epoch; the unmasked tokens are the examples' own.
+    examples = _synthetic_examples()
+    ordered = _loader(shuffle=False, global_batch_size=N)
+    one_epoch = ordered.get_batch(0)
+    np.testing.assert_array_equal(one_epoch["token_type_ids"], examples["token_type_ids"])
+    shuffled = np.concatenate([b["next_sentence_label"] for b in _take(iter(_loader()), 5)])
+    assert sorted(shuffled) == sorted(examples["next_sentence_label"])
     # End to end with a real tokenizer and real examples.
-    kwargs = loader.masking_kwargs(tokenizer, 0.15, 10, whole_word_masking=True)
-    real = loader.PretrainingLoader(_examples(tokenized), 16, seed=0, mask_kwargs=kwargs)
+    kwargs = masking.masking_kwargs(tokenizer, 0.15, 10, whole_word_masking=True)
+    real = grain_loader.GrainPretrainingLoader(_examples(tokenized), 16, seed=0,
+                                               mask_kwargs=kwargs)
     batch = next(iter(real))
     assert (batch["masked_lm_weights"].sum(1) > 0).all()
 
 
 def test_loader_is_deterministic_and_masks_dynamically():
     assert_same_batches(_take(iter(_loader()), 7), _take(iter(_loader()), 7))
-    ld = _loader(shuffle=False)
-    first, second = ld.get_batch(0, 0), ld.get_batch(1, 0)
+    ld = _loader(shuffle=False, global_batch_size=N)  # one batch per epoch
+    first, second = ld.get_batch(0), ld.get_batch(1)
     np.testing.assert_array_equal(first["token_type_ids"], second["token_type_ids"])
     assert (first["masked_lm_positions"] != second["masked_lm_positions"]).any()
-    assert (_loader().get_batch(0, 0)["input_ids"] != _loader(seed=8).get_batch(0, 0)[
+    assert (_loader().get_batch(0)["input_ids"] != _loader(seed=8).get_batch(0)[
         "input_ids"]).any()
 
 
@@ -360,14 +369,14 @@ def test_loader_restore_continues_exactly():
     it = iter(ld)
     _take(it, 3)
     state = ld.state()
-    assert state == {"epoch": 0, "batch": 3}
+    assert state == {"batch": 3, "seed": 7, "num_examples": N, "global_batch_size": 8}
     expected = _take(it, 4)  # crosses into epoch 1
-    assert ld.state() == {"epoch": 1, "batch": 2}
+    assert ld.state()["batch"] == 7
     resumed = _loader()
     resumed.restore(state)
     assert_same_batches(_take(iter(resumed), 4), expected)
-    with pytest.raises(ValueError, match="batch"):
-        resumed.restore({"epoch": 0, "batch": 5})
+    with pytest.raises(ValueError, match="other data or settings"):
+        _loader(seed=8).restore(state)
 
 
 def test_two_processes_split_the_global_batch():
@@ -386,3 +395,9 @@ def test_loader_errors():
         _loader(global_batch_size=64)
     with pytest.raises(ValueError, match="mask_kwargs"):
         _loader(mask_kwargs={"mask_id": 4})
+    with pytest.raises(ValueError, match="masking_budget"):
+        _loader(mask_kwargs={**MASK_KWARGS, "masking_budget": "all"})
+    examples = _synthetic_examples()
+    del examples["attention_mask"]
+    with pytest.raises(ValueError, match="attention_mask"):
+        grain_loader.GrainPretrainingLoader(examples, 8, 7, MASK_KWARGS)

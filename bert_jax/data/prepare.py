@@ -61,6 +61,9 @@ class Options:
   masked_lm_prob: float = 0.15
   max_predictions_per_seq: int = 20
   whole_word_masking: bool = False
+  masking_budget: str = "maskable"    # static masks: maskable | all_tokens (masking.py)
+  mask_unk: bool = False              # static masks: [UNK] maskable, as the original
+  random_replacement: str = "normal_ids"  # static masks: normal_ids | any_id
   docs_per_shard: int = 1000
   eval_fraction: float = 0.0
   seed: int = 0
@@ -72,6 +75,10 @@ class Options:
                        f"found {self.objective!r}")
     if self.masking not in ("dynamic", "static"):
       raise ValueError(f"--masking: expected 'dynamic' or 'static', found {self.masking!r}")
+    for name, allowed in (("masking_budget", masking.MASKING_BUDGETS),
+                          ("random_replacement", masking.RANDOM_REPLACEMENTS)):
+      if getattr(self, name) not in allowed:
+        raise ValueError(f"--{name}: expected one of {allowed}, found {getattr(self, name)!r}")
     if self.docs_per_shard < 2:
       raise ValueError(f"--docs_per_shard: expected >= 2, found {self.docs_per_shard}")
     if not 0.0 <= self.eval_fraction < 1.0:
@@ -225,6 +232,17 @@ def _install_tokenizer(args, options: Options, directory: str) -> tuple[str, dic
   return target, info
 
 
+_LATER_OPTIONS = ("masking_budget", "mask_unk", "random_replacement")
+
+
+def _hashed_options(options: Options) -> dict[str, Any]:
+  """The options as stored and hashed; options added later are left out at their
+  defaults, so directories prepared before they existed keep their hash."""
+  defaults = Options(corpus="")
+  return {k: v for k, v in dataclasses.asdict(options).items()
+          if k not in _LATER_OPTIONS or v != getattr(defaults, k)}
+
+
 def prepare(args: argparse.Namespace) -> dict[str, Any]:
   """Runs the preparation described by parsed CLI ``args``; returns the manifest."""
   options = Options(**{f.name: getattr(args, f.name) for f in dataclasses.fields(Options)})
@@ -232,7 +250,7 @@ def prepare(args: argparse.Namespace) -> dict[str, Any]:
   directory = os.path.abspath(args.output_dir)
   os.makedirs(directory, exist_ok=True)
   tokenizer_path, tokenizer_info = _install_tokenizer(args, options, directory)
-  core = {"options": dataclasses.asdict(options), "tokenizer": tokenizer_info}
+  core = {"options": _hashed_options(options), "tokenizer": tokenizer_info}
   options_hash = hashlib.sha256(json.dumps(core, sort_keys=True).encode()).hexdigest()
   _prepare_directory(directory, core, args.overwrite)
   write_json(os.path.join(directory, "options.json"), core)

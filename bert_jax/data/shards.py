@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from bert_jax.data import loader, masking, pretraining, records, tokenizers
+from bert_jax.data import masking, pretraining, records, tokenizers
 
 if TYPE_CHECKING:
     from bert_jax.data.prepare import Options
@@ -40,9 +40,10 @@ _WORKER: dict[str, Any] = {}
 
 def init_worker(tokenizer_path: str, lowercase: bool | None, options: Options) -> None:
     tok = tokenizers.load_tokenizer(tokenizer_path, lowercase=lowercase)
-    _WORKER.update(tokenizer=tok, options=options, mask_kwargs=loader.masking_kwargs(
+    _WORKER.update(tokenizer=tok, options=options, mask_kwargs=masking.masking_kwargs(
         tok, options.masked_lm_prob, options.max_predictions_per_seq,
-        options.whole_word_masking))
+        options.whole_word_masking, options.masking_budget, options.mask_unk,
+        options.random_replacement))
 
 
 def _tokenize(documents: Sequence[Sequence[str]], tok) -> pretraining.TokenizedCorpus:
@@ -62,7 +63,7 @@ def _static_masks(pairs, tok, options: Options, seed_key: int) -> list[dict[str,
     packed = pretraining._pack(  # pylint: disable=protected-access
         pairs, options.max_seq_length, tok.cls_id, tok.sep_id, tok.pad_id)
     seeds = masking.example_seeds(options.seed, seed_key, np.arange(len(pairs)))
-    return loader.apply_masking(packed["input_ids"], packed["attention_mask"], seeds,
+    return masking.apply_masking(packed["input_ids"], packed["attention_mask"], seeds,
                                 _WORKER["mask_kwargs"])
 
 

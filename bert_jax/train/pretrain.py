@@ -22,7 +22,7 @@ from jax.experimental import multihost_utils
 
 from bert_jax import config_checks, parallel
 from bert_jax.config import ModelConfig
-from bert_jax.data import corpora, grain_loader, loader as loader_lib, pretraining, tokenizers
+from bert_jax.data import corpora, grain_loader, masking, pretraining, tokenizers
 from bert_jax.models import BertForPreTraining
 from bert_jax.train import checkpoint as checkpoint_lib
 from bert_jax.train import logging as log_lib
@@ -276,30 +276,25 @@ def _num_examples(examples) -> int:
 
 def make_loader(examples, data: PretrainingData, config, *, seed: int, shuffle: bool,
                 repeat: bool):
-  """In-memory examples (dict of arrays), a prepared split, or phases of them."""
+  """The grain loader over in-memory examples (dict of arrays), a prepared split, or
+  phases of prepared splits."""
   d = config.data
 
-  def mask_kwargs(max_predictions):
-    return loader_lib.masking_kwargs(
-        data.tokenizer, masked_lm_prob=d.masked_lm_prob,
-        max_predictions_per_seq=max_predictions, whole_word_masking=d.whole_word_masking)
-
-  if isinstance(examples, dict):
-    return loader_lib.PretrainingLoader(
-        examples, config.train.global_batch_size, seed=seed,
-        mask_kwargs=mask_kwargs(d.max_predictions_per_seq), shuffle=shuffle,
-        process_index=jax.process_index(), process_count=jax.process_count(),
-        epoch_repeats=repeat)
-  common = dict(global_batch_size=config.train.global_batch_size, seed=seed, shuffle=shuffle,
-                process_index=jax.process_index(), process_count=jax.process_count(),
-                repeat=repeat, prefetch_threads=d.loader_prefetch_threads)
-  if isinstance(examples, grain_loader.PreparedSplit):
+  def loader(split, max_predictions):
     return grain_loader.GrainPretrainingLoader(
-        examples, mask_kwargs=mask_kwargs(d.max_predictions_per_seq), **common)
-  return grain_loader.PhasedLoader([
-      (p.start_step, grain_loader.GrainPretrainingLoader(
-          p.split, mask_kwargs=mask_kwargs(p.max_predictions), **common))
-      for p in examples.phases])
+        split, config.train.global_batch_size, seed=seed, shuffle=shuffle,
+        process_index=jax.process_index(), process_count=jax.process_count(),
+        repeat=repeat, prefetch_threads=d.loader_prefetch_threads,
+        mask_kwargs=masking.masking_kwargs(
+            data.tokenizer, masked_lm_prob=d.masked_lm_prob,
+            max_predictions_per_seq=max_predictions,
+            whole_word_masking=d.whole_word_masking, masking_budget=d.masking_budget,
+            mask_unk=d.mask_unk, random_replacement=d.random_replacement))
+
+  if isinstance(examples, grain_loader.PhasedSplits):
+    return grain_loader.PhasedLoader([(p.start_step, loader(p.split, p.max_predictions))
+                                      for p in examples.phases])
+  return loader(examples, d.max_predictions_per_seq)
 
 
 # ------------------------------------------------------------------------------ loop
