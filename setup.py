@@ -16,6 +16,7 @@ INSTALL_REQUIRES = [
     "sentencepiece>=0.2",
     "tokenizers>=0.19",
     "tensorflow-datasets>=4.9.7",
+    "importlib_resources>=5",  # tensorflow-datasets imports it (lazily) without declaring it
     "grain>=0.2.2",
     "tqdm>=4.60",
     "tensorboardX>=2.6",

@@ -57,8 +57,9 @@ def finetune_config(task: str, a, *, lr: float, epochs: float, batch: int, seq: 
 
   c.data = d = ml_collections.ConfigDict()
   d.task = task                   # a GLUE task, squad_v1.1, squad_v2.0, conll2003, jsonl
-  d.source = "tfds"               # 'tfds' (tfds.data_source) | 'local' (files in data_dir)
+  d.source = "tfds"               # 'tfds' (tfds.data_source) | 'local' (files in data_dir); jsonl reads its files either way
   d.data_dir = ""                 # tfds data_dir, or the directory holding local files
+  d.tfds_download = False         # True: tfds downloads a dataset missing from data_dir (network)
   d.vocab_path = vocab_path       # WordPiece vocab.txt; '' = the init checkpoint's
   d.lowercase = True              # uncased models lower-case (and strip accents)
   d.max_seq_length = seq

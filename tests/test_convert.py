@@ -428,3 +428,15 @@ def test_cli(hf_dir, tmp_path):
   r = run(f"--src={tmp_path / 'nowhere'}", f"--dst={tmp_path / 'out2'}")
   assert r.returncode == 2 and "does not exist" in r.stderr
   assert_no_output(str(tmp_path / "out2"))
+
+
+def test_help_and_readme_agree_google_checkpoints_need_no_tensorflow():
+  """The built-in reader (tf_bundle.py) reads Google's checkpoints; TF is a fallback."""
+  r = subprocess.run([sys.executable, "-m", "bert_jax.convert", "--help"],
+                     capture_output=True, text=True, timeout=300)
+  google = [line for line in r.stdout.splitlines() if "Google" in line]
+  assert google and "needs the tf extra" not in r.stdout
+  assert "without TensorFlow" in r.stdout and "fallback" in r.stdout
+  readme = open(os.path.join(os.path.dirname(__file__), "..", "README.md"),
+                encoding="utf-8").read()
+  assert "without TensorFlow" in readme and "falls back to TensorFlow" in readme

@@ -119,3 +119,90 @@ def test_multilabel_and_regression_features_and_predictions():
   r = classification.featurize([{"text_a": "a", "label": 4.2, "idx": 0}], tok, 8, 4,
                                "regression", 1)
   assert r["label"].dtype == np.float32 and r["label"][0] == pytest.approx(4.2)
+
+
+# ----------------------------------------------------------------------------------
+# What a new user hits first.
+
+
+def _finetune_config(glue_task, **data):
+  from configs import finetune_glue  # pylint: disable=g-import-not-at-top
+  c = finetune_glue.get_config(f"task={glue_task}")
+  c.data.update(data)
+  return c
+
+
+def test_jsonl_task_reads_its_files_with_the_default_source(tmp_path):
+  from bert_jax.data import tasks  # pylint: disable=g-import-not-at-top
+  train = tmp_path / "train.jsonl"
+  train.write_text('{"text_a": "good film", "label": 1}\n{"text_a": "bad", "label": 0}\n')
+  c = _finetune_config("mrpc", task="jsonl", train_file=str(train))
+  assert c.data.source == "tfds"  # the README's command does not set it
+  task = tasks.get_task(c.data, common.WordPiece(VOCAB))
+  assert [ex["label"] for ex in task.load("train")] == [1, 0]
+
+
+def test_missing_tfds_dataset_fails_at_once_naming_local_files(tmp_path, monkeypatch):
+  import socket  # pylint: disable=g-import-not-at-top
+
+  from bert_jax.data import tasks  # pylint: disable=g-import-not-at-top
+
+  def no_network(*args, **kwargs):
+    raise AssertionError(f"network access attempted: {args}")
+
+  monkeypatch.setattr(socket.socket, "connect", no_network)
+  monkeypatch.setattr(socket, "create_connection", no_network)
+  monkeypatch.setattr(socket, "getaddrinfo", no_network)
+  c = _finetune_config("rte", data_dir=str(tmp_path))
+  task = tasks.get_task(c.data, common.WordPiece(VOCAB))
+  with pytest.raises(ValueError, match=r"glue/rte.*not prepared.*"
+                     r"data.source=local --config.data.data_dir"):
+    task.load("train")
+
+
+def test_tfds_lazy_imports_are_installed_by_setup():
+  """`tfds.data_source` imports modules tensorflow-datasets does not declare (e.g.
+  importlib_resources on Python >= 3.9); setup.py must install them."""
+  import ast  # pylint: disable=g-import-not-at-top
+  import importlib.metadata as md  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+
+  from packaging.requirements import Requirement  # pylint: disable=g-import-not-at-top
+  from tensorflow_datasets.core import dataset_builder  # pylint: disable=g-import-not-at-top
+
+  tree = ast.parse(open(dataset_builder.__file__, encoding="utf-8").read())
+  modules = set()
+  for node in ast.walk(tree):
+    if isinstance(node, ast.With) and "lazy_imports" in ast.unparse(node.items[0]):
+      for n in ast.walk(node):
+        if isinstance(n, ast.Import):
+          modules.update(a.name.split(".")[0] for a in n.names)
+        elif isinstance(n, ast.ImportFrom) and n.level == 0:
+          modules.add(n.module.split(".")[0])
+  modules -= set(sys.stdlib_module_names) | {"tensorflow_datasets"}
+  assert "importlib_resources" in modules
+
+  def names(requirements):
+    reqs = [Requirement(r) for r in requirements]
+    return {md.distribution(r.name).metadata["Name"].lower().replace("_", "-")
+            for r in reqs if r.marker is None or r.marker.evaluate({"extra": ""})}
+
+  setup_py = ast.parse(open(os.path.join(os.path.dirname(__file__), "..", "setup.py"),
+                            encoding="utf-8").read())
+  ours = next(ast.literal_eval(n.value) for n in setup_py.body if isinstance(n, ast.Assign)
+              and n.targets[0].id == "INSTALL_REQUIRES")
+  declared = names(md.requires("tensorflow-datasets")) | names(ours)
+  distributions = md.packages_distributions()
+  for module in sorted(modules):
+    dists = {d.lower().replace("_", "-") for d in distributions[module]}
+    assert dists & declared, f"{module} ({dists}) is installed by neither tfds nor setup.py"
+
+
+def test_configs_cite_files_that_exist():
+  import re  # pylint: disable=g-import-not-at-top
+  root = os.path.join(os.path.dirname(__file__), "..")
+  for name in sorted(os.listdir(os.path.join(root, "configs"))):
+    if name.endswith(".py"):
+      text = open(os.path.join(root, "configs", name), encoding="utf-8").read()
+      for cited in re.findall(r"\b((?:experiments|benchmarks|configs)/\w+\.py)\b", text):
+        assert os.path.isfile(os.path.join(root, cited)), f"configs/{name} cites {cited}"

@@ -1,7 +1,8 @@
 """CLI: python -m bert_jax.convert --src=DIR --dst=NEW_DIR [--from=auto] [--to=...]
 
 Examples:
-  # Google's release -> bert_jax params dir (needs the tf extra)
+  # Google's release -> bert_jax params dir (read without TensorFlow; the tf extra,
+  # pip install -e '.[tf]', is only a fallback for partitioned or compressed files)
   python -m bert_jax.convert --src=uncased_L-4_H-256_A-4 --dst=ckpt/mini
   # HF dir -> bert_jax, and a training workdir -> HF (transformers loads it)
   python -m bert_jax.convert --src=hf_bert --dst=ckpt/hf_bert

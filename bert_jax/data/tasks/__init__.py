@@ -27,8 +27,10 @@ TASK_NAMES = tuple(glue.TASKS) + ("squad_v1.1", "squad_v2.0", "conll2003", "json
 
 
 class Task:
-  """Shared loading: tfds (`data.source='tfds'`) or local files (`'local'`)."""
+  """Shared loading: tfds (`data.source='tfds'`) or local files (`'local'`); a task
+  with no tfds dataset (`jsonl`) always reads its local files."""
   kind = ""
+  tfds_name = ""
   num_labels = 1
   train_split = "train"
   eval_splits: tuple[str, ...] = ("validation",)
@@ -38,14 +40,15 @@ class Task:
     self.name, self.d, self.tok = name, d, tok
 
   def load(self, split: str) -> list[dict]:
-    if self.d.source == "tfds":
-      records = common.tfds_split(self.tfds_name, split, self.d.data_dir)
-      out = [self.from_record(records[i], i) for i in range(len(records))]
-    elif self.d.source == "local":
-      out = self.load_local(split)
-    else:
+    if self.d.source not in ("tfds", "local"):
       raise ValueError(f"config field data.source={self.d.source!r} is not one of "
                        "'tfds', 'local'")
+    if self.d.source == "tfds" and self.tfds_name:
+      records = common.tfds_split(self.tfds_name, split, self.d.data_dir,
+                                  download=self.d.get("tfds_download", False))
+      out = [self.from_record(records[i], i) for i in range(len(records))]
+    else:
+      out = self.load_local(split)
     common.check_nonempty(out, f"task {self.name} split {split!r}")
     return out
 

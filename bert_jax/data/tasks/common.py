@@ -20,13 +20,30 @@ def as_text(value: Any) -> str:
   return value.decode("utf-8") if isinstance(value, bytes) else str(value)
 
 
-def tfds_split(name: str, split: str, data_dir: str | None = None) -> Sequence[dict]:
-  """`tfds.data_source(name, split=split)`; importing the builder modules first."""
+def tfds_split(name: str, split: str, data_dir: str | None = None,
+               download: bool = False) -> Sequence[dict]:
+  """`tfds.data_source(name, split=split)`; importing the builder modules first.
+
+  Without `download` (config field `data.tfds_download`) nothing is fetched: a
+  dataset not prepared in `data_dir` fails at once with a message naming the
+  options (tfds would otherwise try to download it, minutes offline).
+  """
   import tensorflow_datasets as tfds
   import tensorflow_datasets.question_answering.squad  # noqa: F401  (registers builders)
   import tensorflow_datasets.text.conll2003  # noqa: F401
   import tensorflow_datasets.text.glue  # noqa: F401
-  return tfds.data_source(name, split=split, data_dir=data_dir or None)
+  try:
+    return tfds.data_source(name, split=split, data_dir=data_dir or None,
+                            download=download)
+  except Exception as e:  # tfds raises several types for "not prepared"
+    builder = tfds.builder(name, data_dir=data_dir or None)
+    if download or builder.is_prepared():
+      raise
+    raise ValueError(
+        f"tfds dataset {name!r} is not prepared in {builder.data_dir} (config field "
+        f"data.data_dir={data_dir or ''!r}); use local files with "
+        f"--config.data.source=local --config.data.data_dir=DIR (README, fine-tuning), "
+        f"or let tfds download it with --config.data.tfds_download=True") from e
 
 
 def check_nonempty(examples: Sequence, where: str) -> None:
