@@ -135,6 +135,8 @@ def test_unknown_size_names_the_argument():
     ("model.num_heads", 3, r"model\.num_heads=3"),
     ("model.hidden_act", "swish", r"model\.hidden_act='swish'"),
     ("data.max_seq_length", 1024, r"data\.max_seq_length=1024"),
+    ("data.masking_budget", "tokens", r"data\.masking_budget='tokens'"),
+    ("data.random_replacement", "all", r"data\.random_replacement='all'"),
 ])
 def test_bad_values_name_the_field(field, value, match):
   config = pretrain_config.get_config("tiny")
@@ -142,6 +144,32 @@ def test_bad_values_name_the_field(field, value, match):
   config[section][name] = value
   with pytest.raises(ValueError, match=match):
     config_checks.check_pretrain_config(config)
+
+
+def test_the_loader_masks_as_the_data_fields_say():
+  """data.masking_budget / mask_unk reach the loader: rows of [UNK] between [CLS] and
+  [SEP] are masked only with mask_unk, and then for the budget of all tokens."""
+  from configs import finetune_common  # pylint: disable=g-import-not-at-top
+  tok = tokenizers.load_tokenizer(os.path.join(finetune_common.minilm_dir(), "vocab.txt"))
+  config = pretrain_config.get_config("tiny")
+  config.train.global_batch_size = 4
+  rows, length = 4, 50  # budgets 7 (48 maskable) and 8 (50 tokens)
+  ids = np.full((rows, length), tok.unk_id, np.int32)
+  ids[:, 0], ids[:, -1] = tok.cls_id, tok.sep_id
+  examples = {"input_ids": ids, "token_type_ids": np.zeros_like(ids),
+              "attention_mask": np.ones_like(ids),
+              "next_sentence_label": np.zeros(rows, np.int32)}
+  data = pretrain.PretrainingData(tok, examples, examples, 0)
+
+  def predictions(**fields):
+    config.data.update(fields)
+    loader = pretrain.make_loader(examples, data, config, seed=0, shuffle=False,
+                                  repeat=False)
+    return next(iter(loader))["masked_lm_weights"].sum(1)
+
+  assert (predictions(mask_unk=False) == 0).all()
+  np.testing.assert_array_equal(predictions(mask_unk=True), 7)
+  np.testing.assert_array_equal(predictions(masking_budget="all_tokens"), 8)
 
 
 def test_empty_and_non_utf8_corpus_stop_before_training(tmp_path):
