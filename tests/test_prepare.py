@@ -139,6 +139,13 @@ def test_other_options_need_overwrite(corpus_glob, tmp_path):
     prepare.prepare(_args(corpus_glob, out, dupe_factor=3))
   manifest = prepare.prepare(_args(corpus_glob, out, dupe_factor=3, overwrite=True))
   assert manifest["options"]["dupe_factor"] == 3
+  # Options added later are stored only away from their defaults (older directories
+  # keep their hash), and then they differ like any other.
+  assert "masking_budget" not in manifest["options"]
+  with pytest.raises(ValueError, match="differing: masking_budget.*--overwrite"):
+    prepare.prepare(_args(corpus_glob, out, dupe_factor=3, masking_budget="all_tokens"))
+  with pytest.raises(ValueError, match="--random_replacement: expected one of"):
+    prepare.prepare(_args(corpus_glob, out, random_replacement="all"))
   assert prepare.read_manifest(out)["splits"]["train"]["examples"] == len(_decoded(out)[
       "input_ids"])
 
