@@ -354,6 +354,22 @@ def test_loader_batches(tokenized, tokenizer):
     assert (batch["masked_lm_weights"].sum(1) > 0).all()
 
 
+def test_loader_rows_are_whole_examples():
+    """Under shuffling every row is one example, its fields aligned: the unmasked
+    tokens, segments, mask and NSP label of the same example."""
+    examples = _synthetic_examples()
+    ld = _loader(process_index=1, process_count=2)
+    for k, batch in enumerate(_take(iter(ld), 7)):
+        ids = grain_loader.permute(ld.positions(k), N, seed=7)
+        rows, slots = np.nonzero(batch["masked_lm_weights"])
+        unmasked = batch["input_ids"].copy()
+        unmasked[rows, batch["masked_lm_positions"][rows, slots]] = batch["masked_lm_ids"][
+            rows, slots]
+        np.testing.assert_array_equal(unmasked, examples["input_ids"][ids])
+        for key in ("token_type_ids", "attention_mask", "next_sentence_label"):
+            np.testing.assert_array_equal(batch[key], examples[key][ids], err_msg=key)
+
+
 def test_loader_is_deterministic_and_masks_dynamically():
     assert_same_batches(_take(iter(_loader()), 7), _take(iter(_loader()), 7))
     ld = _loader(shuffle=False, global_batch_size=N)  # one batch per epoch
