@@ -21,6 +21,7 @@ INSTALL_REQUIRES = [
     "tqdm>=4.60",
     "tensorboardX>=2.6",
     "safetensors>=0.4",
+    "matplotlib>=3.7",           # sweep plots (experiments/report.py)
 ]
 
 EXTRAS = {

@@ -224,6 +224,13 @@ def initialize_distributed(cfg, environ: Mapping[str, str] | None = None) -> boo
     kwargs["num_processes"] = cfg.num_processes
   if cfg.process_id >= 0:
     kwargs["process_id"] = cfg.process_id
+  ids = str(cfg.get("local_device_ids", "") or "")
+  if ids:
+    try:
+      kwargs["local_device_ids"] = [int(i) for i in ids.split(",")]
+    except ValueError:
+      raise ValueError(f"config field distributed.local_device_ids={ids!r}: expected "
+                       "comma-separated device numbers, e.g. '0,1,2,3'") from None
   jax.distributed.initialize(**kwargs)
   return True
 

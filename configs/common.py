@@ -103,4 +103,8 @@ def distributed_config() -> ml_collections.ConfigDict:
   c.num_processes = -1            # -1 = from the environment
   c.process_id = -1               # -1 = from the environment
   c.cpu_collectives = "gloo"      # collectives for CPU devices across processes: gloo | mpi
+  # This process's local devices, e.g. '0,1,2,3,4,5,6,7'; '' = JAX's choice (all, but
+  # under SLURM only the GPU numbered SLURM_LOCALID: one process per GPU). One process
+  # per node under SLURM needs all of them listed (launch/slurm.py --per=node does it).
+  c.local_device_ids = ""
   return c

@@ -210,16 +210,3 @@ def test_init_from_a_bert_jax_pretraining_checkpoint(tmp_path):
   np.testing.assert_array_equal(
       loaded["bert"]["embeddings"]["word_embeddings"]["embedding"],
       np.asarray(st.params["bert"]["embeddings"]["word_embeddings"]["embedding"]))
-
-
-def test_sweep_table_takes_the_median_over_seeds():
-  from experiments import sweep
-  runs = [{"lr": lr, "seed": s, "select_metric": "score",
-           "best": {"epoch": 1, "eval": {"validation": {"score": v}}}}
-          for lr, s, v in [(2e-5, 0, 0.70), (2e-5, 1, 0.90), (2e-5, 2, 0.72),
-                           (5e-5, 0, 0.75), (5e-5, 1, 0.74), (5e-5, 2, 0.10)]]
-  table = sweep.summarize(runs)
-  assert [r["median"] for r in table["rows"]] == [0.72, 0.74]
-  assert table["best_lr"] == 5e-5
-  md = sweep.markdown(table, "rte")
-  assert "| 5e-05 **best** | 74.00 | 10.00 | 75.00 | 3 |" in md

@@ -1,31 +1,77 @@
-"""The launch scripts print the command they would run with --dry-run."""
+"""The launchers' dry runs print exactly what README's Launchers section shows.
+
+(The local launcher really runs 2 processes in tests/test_multihost.py.)
+"""
 import os
+import re
+import shlex
 import subprocess
+import sys
 
 import pytest
 
-LAUNCH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "launch")
+from launch import tpu_pod
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-@pytest.mark.parametrize("script,args,expected", [
-    ("local.sh", ["configs/pretrain.py:tiny", "w", "--config.seed=3"],
-     ["python -m bert_jax.main", "--config=configs/pretrain.py:tiny", "--workdir=w",
-      "--config.seed=3"]),
-    ("tpu_pod.sh", ["tpu1", "zone-a", "configs/pretrain.py:base", "gs://b/r"],
-     ["gcloud compute tpus tpu-vm ssh tpu1", "--worker=all", "distributed.mode=on",
-      "--workdir=gs://b/r"]),
-    ("slurm_gpu.sh", ["2", "8", "configs/pretrain.py:large", "/shared/r"],
-     ["sbatch", "--nodes=2", "--gpus-per-node=8", "srun python -m bert_jax.main"]),
+def readme_dry_runs():
+  """[(command, expected output)] of every ```bash block that starts `$ python -m launch.`."""
+  with open(os.path.join(REPO, "README.md"), encoding="utf-8") as f:
+    text = f.read()
+  blocks = re.findall(r"```bash\n\$ (python -m launch\.[^\n]*)\n(.*?)```", text, re.S)
+  return [(cmd, out) for cmd, out in blocks]
+
+
+def launch(*args):
+  return subprocess.run([sys.executable, "-m", *args], cwd=REPO, capture_output=True,
+                        text=True, timeout=60)
+
+
+def test_readme_shows_a_v4_32_slice_and_a_2_node_slurm_job():
+  commands = [cmd for cmd, _ in readme_dry_runs()]
+  assert any("launch.tpu_pod" in c and "--accelerator=v4-32" in c for c in commands)
+  assert any("launch.slurm" in c and "--nodes=2 --gpus_per_node=8" in c for c in commands)
+
+
+@pytest.mark.parametrize("command,expected", readme_dry_runs())
+def test_dry_run_output_is_what_the_readme_shows(command, expected):
+  proc = launch(*shlex.split(command)[2:])
+  assert proc.returncode == 0, proc.stderr
+  assert proc.stdout == expected
+
+
+def test_tpu_dry_run_runs_on_every_worker_and_deletes_on_request():
+  proc = launch("launch.tpu_pod", "--name=t", "--zone=z", "--accelerator=v5litepod-16",
+                "--delete", "--dry-run", "--", "--config=c", "--workdir=gs://b/r")
+  lines = proc.stdout.splitlines()
+  assert [i for i, line in enumerate(lines) if "--worker=" in line and "tee" in line] == [5, 6, 7, 8]
+  assert lines[-1] == "gcloud compute tpus tpu-vm delete t --zone=z --quiet"
+  only_delete = launch("launch.tpu_pod", "--name=t", "--zone=z", "--delete", "--dry-run")
+  assert only_delete.stdout.splitlines() == [lines[-1]]
+
+
+@pytest.mark.parametrize("accelerator,hosts", [
+    ("v4-8", 1), ("v4-32", 4), ("v5p-128", 16), ("v3-8", 1), ("v5litepod-8", 1),
+    ("v5litepod-16", 4), ("v6e-64", 16)])
+def test_tpu_hosts_per_slice(accelerator, hosts):
+  assert tpu_pod.num_workers(accelerator) == hosts
+
+
+def test_slurm_per_gpu_runs_one_task_per_gpu():
+  proc = launch("launch.slurm", "--nodes=4", "--gpus_per_node=8", "--per=gpu", "--wait",
+                "--time=1:00:00", "--dry-run", "--", "--config=c", "--workdir=/s/r")
+  sbatch = shlex.split(proc.stdout.splitlines()[1])
+  assert "--ntasks-per-node=8" in sbatch and "--nodes=4" in sbatch and "--wait" in sbatch
+  assert "--time=1:00:00" in sbatch and "local_device_ids" not in proc.stdout
+
+
+@pytest.mark.parametrize("args,message", [
+    (["launch.slurm", "--nodes=2", "--dry-run"], "--gpus_per_node"),
+    (["launch.slurm", "--nodes=2", "--gpus_per_node=8", "--", "--config=c"], "--workdir="),
+    (["launch.tpu_pod", "--name=t", "--zone=z", "--accelerator=v9-8", "--dry-run", "--",
+      "--config=c", "--workdir=w"], "--accelerator='v9-8'"),
 ])
-def test_dry_run_prints_the_command(script, args, expected):
-  out = subprocess.run(["bash", os.path.join(LAUNCH, script), "--dry-run", *args],
-                       capture_output=True, text=True, check=True).stdout
-  flat = out.replace("\\ ", " ")
-  for piece in expected:
-    assert piece in flat, (piece, out)
-
-
-def test_missing_arguments_are_a_usage_error():
-  proc = subprocess.run(["bash", os.path.join(LAUNCH, "slurm_gpu.sh"), "--dry-run", "2"],
-                        capture_output=True, text=True)
-  assert proc.returncode == 2 and "usage:" in proc.stderr
+def test_bad_arguments_are_one_line_errors(args, message):
+  proc = launch(*args)
+  assert proc.returncode != 0 and message in proc.stderr.splitlines()[-1]

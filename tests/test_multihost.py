@@ -1,14 +1,14 @@
 """Two processes on 127.0.0.1 with 4 CPU devices each train like one with 8.
 
-The real entry point (`python -m bert_jax.main`) runs the tiny pretraining job three
-ways on a (2, 2, 2) mesh: one process with 8 devices, and two processes joined by
+The real entry point (`python -m bert_jax.main`) runs the tiny pretraining job two
+ways on a (2, 2, 2) mesh: one process with 8 devices, and two processes started by
+the local launcher (`python -m launch.local`) and joined by
 `jax.distributed.initialize` (config fields `distributed.*`, gloo CPU collectives),
 each feeding its half of every global batch. The per-step losses must agree, and only
 process 0 may write logs and metrics.
 """
 import json
 import os
-import socket
 import subprocess
 import sys
 
@@ -61,12 +61,6 @@ def train_losses(workdir):
   return np.asarray([r["train/loss"] for r in train])
 
 
-def free_port():
-  with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    return s.getsockname()[1]
-
-
 def test_two_processes_match_one_process(data, tmp_path):
   corpus, tok = data
   single = tmp_path / "single"
@@ -74,29 +68,18 @@ def test_two_processes_match_one_process(data, tmp_path):
                         capture_output=True, text=True, timeout=600)
   assert proc.returncode == 0, proc.stderr[-3000:]
 
-  multi = tmp_path / "multi"
-  port = free_port()
-  procs = [subprocess.Popen(
-      command(corpus, tok, multi, [
-          f"--config.distributed.coordinator_address=127.0.0.1:{port}",
-          "--config.distributed.num_processes=2", f"--config.distributed.process_id={i}"]),
-      cwd=REPO, env=env(4), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-           for i in range(2)]
-  outs = []
-  try:
-    for p in procs:
-      outs.append(p.communicate(timeout=600))
-  finally:
-    for p in procs:
-      if p.poll() is None:
-        p.kill()
-  for p, (_, err) in zip(procs, outs):
-    assert p.returncode == 0, err[-3000:]
+  # The local launcher: 2 processes joined on 127.0.0.1, 4 CPU devices each.
+  multi, logs = tmp_path / "multi", tmp_path / "logs"
+  launched = subprocess.run(
+      [sys.executable, "-m", "launch.local", "--processes=2", "--cpu_devices_per_process=4",
+       f"--log_dir={logs}", "--", *command(corpus, tok, multi)[3:]],
+      cwd=REPO, env=env(1), capture_output=True, text=True, timeout=600)
+  assert launched.returncode == 0, launched.stdout[-3000:] + launched.stderr[-2000:]
+  log0, log1 = ((logs / f"process-{i}.log").read_text() for i in range(2))
 
   np.testing.assert_allclose(train_losses(multi), train_losses(single), rtol=1e-5)
   # Only process 0 logs: progress lines, the final report and the metric files.
-  (out0, err0), (out1, err1) = outs
-  assert "processes" in err0 and "final eval" in out0
-  assert "[bert_jax]" not in err1 and "final eval" not in out1
-  assert "2 processes" in err0 and "1 processes" in proc.stderr
+  assert "final eval" in log0 and "final eval" in launched.stdout  # streamed and kept
+  assert "[bert_jax]" not in log1 and "final eval" not in log1
+  assert "2 processes" in log0 and "1 processes" in proc.stderr
   assert sorted(os.listdir(multi)) == sorted(os.listdir(single))
