@@ -2,7 +2,10 @@
 
 BERT's recipe (Devlin et al. 2019, google-research/bert optimization.py): AdamW with
 weight decay 0.01 that skips biases and LayerNorm parameters, linear warmup then linear
-decay to zero, global-norm clipping at 1.0.
+decay to zero, global-norm clipping at 1.0. `train.optimizer='lamb'` swaps AdamW for
+LAMB (You et al. 2019, "Large Batch Optimization for Deep Learning", `optax.lamb`): the
+same moments and the same weight-decay mask, each layer's update rescaled by its trust
+ratio ||w|| / ||update||, which keeps batches of 32k-64k stable.
 """
 
 from __future__ import annotations
@@ -27,11 +30,18 @@ def decay_mask(params):
   return jax.tree_util.tree_map_with_path(wants_decay, params)
 
 
+OPTIMIZERS = {"adamw": optax.adamw, "lamb": optax.lamb}
+
+
 def create_optimizer(t) -> tuple[optax.GradientTransformation, optax.Schedule]:
+  """Clipping, then `train.optimizer` (adamw | lamb; default adamw) with the schedule."""
+  name = t.get("optimizer", "adamw")
+  if name not in OPTIMIZERS:
+    raise ValueError(f"config field train.optimizer={name!r} is not one of {sorted(OPTIMIZERS)}")
   schedule = learning_rate_schedule(t)
   tx = optax.chain(
       optax.clip_by_global_norm(t.max_grad_norm),
-      optax.adamw(schedule, b1=t.adam_b1, b2=t.adam_b2, eps=t.adam_eps,
-                  weight_decay=t.weight_decay, mask=decay_mask),
+      OPTIMIZERS[name](schedule, b1=t.adam_b1, b2=t.adam_b2, eps=t.adam_eps,
+                       weight_decay=t.weight_decay, mask=decay_mask),
   )
   return tx, schedule

@@ -376,6 +376,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                  loader_state)
   elif ckpt.incomplete():
     log_lib.info("no complete checkpoint in %s: starting from scratch", ckpt.directory)
+  if resumed is None and t.get("init_from", ""):  # e.g. phase 2 of the LAMB recipe
+    state = state.replace(params=checkpoint_lib.restore_params(
+        os.path.join(t.init_from, "checkpoints"), target=setup.abstract_state().params))
+    log_lib.info("params from %s (fresh optimizer state and schedule)", t.init_from)
 
   batch_sharding = parallel.batch_sharding(mesh)
   repl = parallel.replicated(mesh)
