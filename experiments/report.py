@@ -140,7 +140,8 @@ def markdown(sweep, rows: Sequence[dict], groups: Sequence[dict] | None) -> str:
       cells += [_fmt(r["final"].get(m)) for m in sweep.metrics] + [r["status"]]
       lines.append("| " + " | ".join(cells) + " |")
   if sweep.paper:
-    lines.append("\nPaper: " + ", ".join(f"`{m}` {v}" for m, v in sweep.paper.items()))
+    source = f" ({sweep.paper_source})" if sweep.paper_source else ""
+    lines.append(f"\nPaper{source}: " + ", ".join(f"`{m}` {v}" for m, v in sweep.paper.items()))
   return "\n".join(lines) + "\n"
 
 
@@ -211,6 +212,7 @@ def write_report(sweep, workdir: str, points, status: dict[str, str] | None = No
   table = {"title": sweep.title, "base": sweep.base, "grid": sweep.grid,
            "overrides": sweep.overrides, "metrics": list(sweep.metrics),
            "aggregate_over": sweep.aggregate_over, "paper": sweep.paper,
+           "paper_source": sweep.paper_source,
            "rows": [{k: v for k, v in r.items() if k != "curves"} for r in rows],
            "groups": groups}
   os.makedirs(workdir, exist_ok=True)

@@ -12,8 +12,9 @@ A sweep file is a small Python module (see experiments/sweeps/) holding:
 
 or a `get_sweep(arg) -> dict` with the same keys in lower case, called with the text
 after a colon (`--sweep=experiments/sweeps/glue.py:task=rte`), like config files.
-Extra keys a recipe may give: `PAPER` ({metric: number}, shown beside the result) and
-`SELECT` (the metric that picks the best row; default the first of METRICS).
+Extra keys a recipe may give: `PAPER` ({metric: number}, shown beside the result, and
+`PAPER_SOURCE`, where it comes from) and `SELECT` (the metric that picks the best row;
+default the first of METRICS).
 
   python -m experiments.sweep --sweep=experiments/sweeps/hidden_act.py --workdir=/tmp/act \
       [--launcher=local|slurm|tpu --launcher_args='--nodes=2 --gpus_per_node=8'] \
@@ -58,10 +59,11 @@ class Sweep:
   grid: dict[str, list]
   overrides: dict[str, Any] = dataclasses.field(default_factory=dict)
   metrics: tuple[str, ...] = ("eval/mlm_accuracy", "eval/mlm_loss")
-  curves: tuple[str, ...] = ("train/loss",)
+  curves: tuple[str, ...] = ("train/loss", "eval/mlm_loss")
   aggregate_over: str = ""
   title: str = ""
   paper: dict[str, float] = dataclasses.field(default_factory=dict)
+  paper_source: str = ""    # where PAPER's numbers come from (paper, table, dev/test)
   select: str = ""
 
   @property
