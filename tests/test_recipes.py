@@ -1,0 +1,142 @@
+"""Every paper recipe builds and lowers one train step at its full size, abstractly on
+CPU (ShapeDtypeStructs: nothing allocated); one per model size (BERT-base with AdamW,
+BERT-large with LAMB and gradient accumulation) is also compiled. And LAMB's update
+against its definition (You et al. 2019, Algorithm 2) in NumPy.
+"""
+import functools
+import importlib.util
+import os
+
+import jax
+import jax.numpy as jnp
+import flax.linen as nn
+import numpy as np
+import pytest
+
+from bert_jax import observe, parallel
+from bert_jax.train import finetune, optim, state as state_lib
+from experiments import sweep as sweep_lib
+from experiments.recipes import bert_pretrain, lamb_pretrain, small_berts
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def lower_pretraining(config):
+  return observe.lower_train_step(config, parallel.create_mesh(config.mesh))
+
+
+def phase2(config):
+  """The 512-length shapes of a two-phase run (data.phases' second directory)."""
+  c = config.copy_and_resolve_references()
+  c.data.max_seq_length, c.data.max_predictions_per_seq = 512, 80
+  return c
+
+
+@pytest.mark.parametrize("arg,compile_it", [("size=base", True), ("size=large", False)])
+def test_devlin_pretraining_recipe_at_full_size(arg, compile_it):
+  c = bert_pretrain.get_config(arg)
+  assert (c.train.global_batch_size, c.train.num_train_steps, c.train.learning_rate,
+          c.train.warmup_steps, c.train.weight_decay, c.model.hidden_dropout_prob) == (
+              256, 1_000_000, 1e-4, 10_000, 0.01, 0.1)
+  assert c.data.phases.startswith("0:") and ",900000:" in c.data.phases
+  lowered = lower_pretraining(c)
+  lower_pretraining(phase2(c))
+  if compile_it:
+    memory = observe.compiled_memory(lowered.compile())
+    assert memory.argument > 3 * 4 * 100e6   # params + 2 moments of ~110M float32 params
+
+
+@pytest.mark.parametrize("phase,compile_it", [(1, True), (2, False)])
+def test_lamb_recipe_at_full_size(phase, compile_it):
+  c = lamb_pretrain.get_config(f"phase={phase}")
+  assert c.train.optimizer == "lamb" and c.model.num_layers == 24
+  assert c.train.global_batch_size == {1: 65_536, 2: 32_768}[phase]
+  lowered = lower_pretraining(c)
+  text = lowered.as_text()
+  assert "while" in text   # gradient accumulation's scan over microbatches
+  if compile_it:
+    lowered.compile()
+
+
+def test_the_24_small_berts_build_and_the_extremes_lower():
+  """All 24 sizes build; the smallest and the widest-but-shallow lower (the scanned step
+  is the same program for every depth, so lowering all 24 would test nothing more)."""
+  assert len(small_berts.SIZES) == 24
+  for (layers, hidden) in small_berts.SIZES:
+    c = small_berts.get_config(f"L={layers},H={hidden}")
+    m = c.model
+    assert (m.num_layers, m.hidden_size, m.num_heads, m.intermediate_size) == (
+        layers, hidden, hidden // 64, 4 * hidden)
+  for arg in ("L=2,H=128", "L=2,H=768"):
+    lower_pretraining(small_berts.get_config(arg))
+
+
+def lower_finetuning(config, kind, num_labels):
+  mesh = parallel.create_mesh(config.mesh)
+  rules = parallel.logical_axis_rules(config.mesh)
+  model = finetune.make_model(kind, config.model, num_labels)
+  tx, schedule = finetune.create_optimizer(config.train, 1000, config.model.num_layers)
+  b, s = config.train.global_batch_size, config.data.max_seq_length
+  dummy = (np.zeros((1, s), np.int32),) * 3
+  rng = jax.random.PRNGKey(0)
+  shardings = state_lib.state_shardings(model, tx, dummy, rng, mesh, rules)
+  state = state_lib.abstract_state(shardings, model, tx, dummy, rng)
+  spec = lambda shape, dtype=jnp.int32: jax.ShapeDtypeStruct(
+      shape, dtype, sharding=parallel.batch_sharding(mesh))
+  batch = {k: spec((b, s)) for k in finetune.INPUT_KEYS}
+  label_dtype = jnp.float32 if kind == "regression" else jnp.int32
+  batch.update({k: spec((b,), label_dtype) for k in finetune.LABEL_KEYS[kind]})
+  batch["weight"] = spec((b,), jnp.float32)
+  step = jax.jit(functools.partial(finetune.train_step, kind=kind, schedule=schedule))
+  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+    return step.lower(state, batch, jax.ShapeDtypeStruct((2,), jnp.uint32))
+
+
+def load_config(spec):
+  path, _, arg = spec.partition(":")
+  module_spec = importlib.util.spec_from_file_location("_recipe_config", os.path.join(REPO, path))
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  return module.get_config(arg)
+
+
+@pytest.mark.parametrize("spec,kind,num_labels", [
+    ("experiments/sweeps/glue.py:task=mnli,size=base,init=none", "classification", 3),
+    ("experiments/sweeps/glue.py:task=stsb,size=large,init=none", "regression", 1),
+    ("experiments/sweeps/squad.py:task=squad_v1.1,size=base,init=none", "span", 2),
+    ("experiments/sweeps/squad.py:task=squad_v2.0,size=large,init=none", "span", 2),
+])
+def test_finetuning_recipes_lower_at_full_size(spec, kind, num_labels):
+  sweep = sweep_lib.load_sweep(os.path.join(REPO, spec))
+  c = load_config(sweep.base)
+  point = sweep_lib.points(sweep)[0]
+  c.update_from_flattened_dict({**sweep.overrides, **point.values})
+  c.model.scan_layers = True
+  assert c.train.global_batch_size == (48 if "v2.0" in spec else 32)
+  lower_finetuning(c, kind, num_labels)
+
+
+def test_lamb_step_follows_its_definition():
+  """One LAMB step (You et al. 2019, Algorithm 2) in NumPy: Adam's bias-corrected ratio
+  plus weight decay (not on biases), scaled per tensor by ||w|| / ||update||."""
+  import ml_collections
+  t = ml_collections.ConfigDict(dict(
+      optimizer="lamb", learning_rate=0.01, warmup_steps=0, num_train_steps=10,
+      adam_b1=0.9, adam_b2=0.999, adam_eps=1e-6, weight_decay=0.1, max_grad_norm=1e9))
+  rng = np.random.default_rng(0)
+  params = {"dense": {"kernel": rng.normal(size=(4, 3)).astype(np.float32),
+                      "bias": rng.normal(size=(3,)).astype(np.float32)}}
+  grads = jax.tree_util.tree_map(lambda p: rng.normal(size=p.shape).astype(np.float32), params)
+  tx, schedule = optim.create_optimizer(t)
+  updates, _ = tx.update(grads, tx.init(params), params)
+
+  def reference(w, g, decay):
+    m, v = (1 - 0.9) * g / (1 - 0.9), (1 - 0.999) * g * g / (1 - 0.999)
+    r = m / (np.sqrt(v) + 1e-6) + (0.1 * w if decay else 0.0)
+    trust = np.linalg.norm(w) / np.linalg.norm(r)
+    return -float(schedule(0)) * trust * r
+
+  for name, decay in (("kernel", True), ("bias", False)):
+    np.testing.assert_allclose(updates["dense"][name],
+                               reference(params["dense"][name], grads["dense"][name], decay),
+                               rtol=1e-5)
