@@ -10,9 +10,8 @@ r"""GLUE fine-tuning (Devlin et al. 2019, section 4.1): batch 32, 3 epochs, lr i
   python -m bert_jax.main --config=configs/finetune_glue.py:task=mnli,init=hf:/ckpt/bert-base-uncased,lr=3e-5 \
       --config.data.source=local --config.data.data_dir=/data/glue --workdir=/tmp/mnli
 
-  # The paper's sweep (lr x seeds, median, results table), experiments/sweep.py:
-  python -m experiments.sweep --config=configs/finetune_glue.py:task=rte \
-      --workdir=/tmp/sweep_rte --lrs=2e-5,3e-5,5e-5 --seeds=0,1,2,3,4
+  # The paper's sweep (lr x seeds, median, results table beside the paper's number):
+  python -m experiments.sweep --sweep=experiments/sweeps/glue.py:task=rte,init=hf:/ckpt/bert-base-uncased --workdir=/tmp/rte_sweep
 
 Every field is documented where it is set (configs/finetune_common.py).
 """
