@@ -119,8 +119,9 @@ class MemoryEstimate:
 
 
 def _model(config):
-  from bert_jax.train import pretrain
-  return pretrain.BertForPreTraining(config.model)
+  from bert_jax.config import ModelConfig
+  from bert_jax.models import BertForPreTraining
+  return BertForPreTraining(ModelConfig.from_config(config.model))
 
 
 def _abstract_params(config):
@@ -146,7 +147,8 @@ def estimate_memory(config, mesh, rules=None) -> MemoryEstimate:
   {'data': n, 'fsdp': n, 'tensor': n}); `rules` default to the config's mesh rules."""
   rules = dict(rules if rules is not None else parallel.logical_axis_rules(config.mesh))
   sizes = _mesh_sizes(mesh)
-  m, t = config.model, config.train
+  from bert_jax.config import ModelConfig
+  m, t = ModelConfig.from_config(config.model), config.train
   boxed = _abstract_params(config)
   specs = nn.get_partition_spec(boxed)
   shapes = nn.meta.unbox(boxed)
@@ -173,7 +175,7 @@ def estimate_memory(config, mesh, rules=None) -> MemoryEstimate:
   h, f, heads = m.hidden_size, m.intermediate_size, m.num_heads / tensor
   layer = tokens * (act_bytes * (LAYER_H * h + LAYER_F * f / tensor)
                     + 4 * LAYER_ATTENTION * heads * seq)    # scores/softmax in float32
-  policy = m.get("remat_policy", "none")
+  policy = m.remat_policy
   if policy == "none":
     activations = (m.num_layers + EXTRA_LAYERS_NO_REMAT) * layer
   else:

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from bert_jax import observe, parallel
+from bert_jax.config import ModelConfig
 from bert_jax.train import finetune, optim, state as state_lib
 from experiments import sweep as sweep_lib
 from experiments.recipes import bert_pretrain, lamb_pretrain, small_berts
@@ -74,7 +75,7 @@ def test_the_24_small_berts_build_and_the_extremes_lower():
 def lower_finetuning(config, kind, num_labels):
   mesh = parallel.create_mesh(config.mesh)
   rules = parallel.logical_axis_rules(config.mesh)
-  model = finetune.make_model(kind, config.model, num_labels)
+  model = finetune.make_model(kind, ModelConfig.from_config(config.model), num_labels)
   tx, schedule = finetune.create_optimizer(config.train, 1000, config.model.num_layers)
   b, s = config.train.global_batch_size, config.data.max_seq_length
   dummy = (np.zeros((1, s), np.int32),) * 3
