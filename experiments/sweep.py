@@ -27,7 +27,10 @@ final result (`final_eval.json` of pretraining, `results.json` of fine-tuning) i
 skipped, an unfinished one resumes from its own checkpoints, and a failed one is
 reported while the sweep goes on. The report (experiments/report.py) is collected from
 the runs' own files into WORKDIR/results.md, results.json, final.png and curves.png;
-`--collect_only` rebuilds it without running anything.
+`--collect_only` rebuilds it without running anything. `--parallel=N` runs N points at
+once (local CPU/GPU runs: mind the cores and devices). The skip check and the report
+read WORKDIR with the local filesystem: with remote launchers give a WORKDIR mounted
+here too (a shared filesystem, or gs:// through gcsfuse).
 
 With AGGREGATE_OVER='seed' the table holds the median (min, max) over seeds of every
 other field combination: the fine-tuning protocol of Devlin et al. 2019 (sec. 4.1, lr
@@ -194,18 +197,20 @@ def run_points(sweep: Sweep, workdir: str, *, launcher: str = "local",
   """Runs every unfinished point, `parallel` at a time; {point: 'done' | 'skipped ...' |
   'failed ...'}. A failed point does not stop the others."""
   status: dict[str, str] = {}
-  todo = points(sweep)
   jobs = []
-  for i, point in enumerate(todo):
-    cmd = launch_command(main_args(sweep, point, workdir, extra), launcher, launcher_args,
-                         first=i == 0)
-    if dry_run:
-      echo(shlex.join(cmd))
-    elif finished(os.path.join(workdir, point.name)):
+  for point in points(sweep):
+    if not dry_run and finished(os.path.join(workdir, point.name)):
       status[point.name] = "skipped (finished)"
       echo(f"[sweep] {point.name}: finished before, skipped")
-    else:
-      jobs.append((point.name, cmd))
+      continue
+    # The first launched point sets the machines up (TPU launcher); the others reuse them.
+    cmd = launch_command(main_args(sweep, point, workdir, extra), launcher, launcher_args,
+                         first=not jobs)
+    jobs.append((point.name, cmd))
+  if dry_run:
+    for _, cmd in jobs:
+      echo(shlex.join(cmd))
+    return status
   if not jobs:
     return status
 
