@@ -7,7 +7,7 @@ Per point (WORKDIR/<point>/):
     in neither is the last value of its `metrics.jsonl` column (e.g. `train/loss`);
   * curves: `metrics.jsonl` rows `{"step": s, "train/loss": ..., ...}`.
 Writes WORKDIR/results.md, results.json, final.png (final metrics per point, the
-median as a bar with min-max whiskers, each run a dot) and curves.png (metrics over steps).
+median a tick with min-max whiskers, each run a dot) and curves.png (metrics over steps).
 """
 
 from __future__ import annotations
@@ -146,7 +146,7 @@ def markdown(sweep, rows: Sequence[dict], groups: Sequence[dict] | None) -> str:
 
 
 def plot_final(sweep, rows, groups, path: str) -> None:
-  """One panel per metric: each run a dot; the median a bar with min-max whiskers."""
+  """One panel per metric: each run a dot; the median a tick with min-max whiskers."""
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
