@@ -3,7 +3,7 @@ r"""GLUE fine-tuning from Google's released BERT checkpoints, as Devlin et al. 2
 3e-5, 2e-5}, max length 128; here with 5 seeds per lr and the median per lr (the
 paper reports the best of random restarts for BERT-large on small sets).
 
-  python -m bert_jax.convert --from=tf:/ckpt/uncased_L-12_H-768_A-12 --to=hf:/ckpt/bert-base-uncased
+  python -m bert_jax.convert --src=/ckpt/uncased_L-12_H-768_A-12 --dst=/ckpt/bert-base-uncased --to=hf
   python -m experiments.sweep --workdir=/runs/glue_rte_base \
       --sweep=experiments/sweeps/glue.py:task=rte,size=base,init=hf:/ckpt/bert-base-uncased
 
