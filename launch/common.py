@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import shlex
 import subprocess
 import sys
 import threading
@@ -85,7 +84,3 @@ def pump(stream: IO, log: IO, echo: IO | None) -> threading.Thread:
   thread = threading.Thread(target=copy, daemon=True)
   thread.start()
   return thread
-
-
-def quote(argv: Sequence[str]) -> str:
-  return shlex.join(argv)
