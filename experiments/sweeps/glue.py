@@ -6,6 +6,8 @@ paper reports the best of random restarts for BERT-large on small sets).
   python -m bert_jax.convert --src=/ckpt/uncased_L-12_H-768_A-12 --dst=/ckpt/bert-base-uncased --to=hf
   python -m experiments.sweep --workdir=/runs/glue_rte_base \
       --sweep=experiments/sweeps/glue.py:task=rte,size=base,init=hf:/ckpt/bert-base-uncased
+  # data: add --override=data.tfds_download=True (tfds, fetched once) or
+  # --override=data.source=local --override=data.data_dir=/data/... (the original files)
 
 Tasks: cola sst2 mrpc stsb qqp mnli qnli rte wnli. The paper's number beside the row
 (`PAPER`): dev where the paper gives one (Table 5: BERT-base QNLI; Table 6: MNLI-m,

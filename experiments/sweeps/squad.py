@@ -6,6 +6,8 @@ r"""SQuAD fine-tuning from Google's released BERT checkpoints, as Devlin et al. 
 
   python -m experiments.sweep --workdir=/runs/squad11_large \
       --sweep=experiments/sweeps/squad.py:task=squad_v1.1,size=large,init=hf:/ckpt/bert-large-uncased
+  # data: add --override=data.tfds_download=True (tfds, fetched once) or
+  # --override=data.source=local --override=data.data_dir=/data/... (the original files)
 
 Paper (dev EM / F1): v1.1 BERT-base 80.8 / 88.5, BERT-large 84.1 / 90.9 (Table 2);
 v2.0 BERT-large 78.7 / 81.9 (Table 3; no BERT-base figure). v2.0 predicts "no answer"
