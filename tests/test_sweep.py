@@ -146,3 +146,16 @@ def test_every_sweep_file_names_fields_its_base_config_has(spec, monkeypatch):
   assert problem is None, problem
   if sweep.paper:
     assert set(sweep.paper) <= set(sweep.metrics) and sweep.paper_source
+
+
+def test_fine_tuning_results_are_read_under_their_metrics_jsonl_names(tmp_path):
+  """results.json (finetune.train_and_evaluate's layout) -> 'eval/<split>/<metric>'."""
+  (tmp_path / "results.json").write_text(json.dumps({
+      "task": "mnli", "select_metric": "score",
+      "best": {"epoch": 2, "step": 10, "train_loss": 0.5,
+               "eval": {"validation_matched": {"accuracy": 0.8, "score": 0.8},
+                        "validation_mismatched": {"accuracy": 0.7, "score": 0.7}}}}))
+  assert report.read_final(str(tmp_path)) == {
+      "eval/validation_matched/accuracy": 0.8, "eval/validation_matched/score": 0.8,
+      "eval/validation_mismatched/accuracy": 0.7, "eval/validation_mismatched/score": 0.7,
+      "best_epoch": 2}
