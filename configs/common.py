@@ -59,7 +59,7 @@ def model_config(size: str, vocab_size: int = 30522) -> ml_collections.ConfigDic
   m.attention_impl = "einsum"        # einsum | xla | cudnn (jax.nn.dot_product_attention)
   # One nn.scan over the layers (params `encoder/layers/...` with a leading [num_layers]
   # axis): compile time flat in depth. False keeps `encoder/layer_{i}/...` (HF layout);
-  # bert_jax/models/scan_layout.py converts params between the two.
+  # bert_jax/models/params.py converts params between the two.
   m.scan_layers = False
   m.remat_policy = "none"            # none | full (recompute each layer) | dots (keep matmul outputs)
   return m

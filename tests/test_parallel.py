@@ -19,7 +19,8 @@ from jax.sharding import AbstractMesh
 
 from bert_jax import parallel
 from bert_jax.config import ModelConfig
-from bert_jax.models import BertForPreTraining, scan_layout
+from bert_jax.models import BertForPreTraining
+from bert_jax.models import params as params_lib
 from bert_jax.train import pretrain
 from configs import common
 from tests import mesh_worker
@@ -172,7 +173,7 @@ def unscanned():
 def test_scanned_and_unscanned_give_same_outputs_and_gradients(unscanned, remat):
   params, b, out0, g0 = unscanned
   cs = small_model_config(scan_layers=True, remat_policy=remat).model
-  scanned = scan_layout.to_scanned(params)
+  scanned = params_lib.to_scanned(params)
   layers = scanned["bert"]["encoder"]["layers"]
   assert layers["intermediate"]["kernel"].shape == (
       cs.num_layers, cs.hidden_size, cs.intermediate_size)
@@ -182,12 +183,12 @@ def test_scanned_and_unscanned_give_same_outputs_and_gradients(unscanned, remat)
   assert (jax.tree_util.tree_map(lambda x: x.shape, scanned)
           == jax.tree_util.tree_map(lambda x: x.shape, shapes))
   jax.tree_util.tree_map(np.testing.assert_array_equal,
-                         scan_layout.to_unscanned(scanned), params)
+                         params_lib.to_per_layer(scanned), params)
 
   out1, g1 = _outputs_and_grads(cs, scanned, b)
   for key in ("mlm_logits", "nsp_logits", "sequence_output", "pooled_output"):
     np.testing.assert_allclose(out1[key], out0[key], rtol=1e-5, atol=1e-5)
-  assert_grads_close(scan_layout.to_unscanned(g1), g0)
+  assert_grads_close(params_lib.to_per_layer(g1), g0)
 
 
 def test_scan_layout_converts_optimizer_state():
@@ -195,9 +196,9 @@ def test_scan_layout_converts_optimizer_state():
   params = {"bert": {"encoder": {f"layer_{i}": {"w": np.full((2,), i, np.float32)}
                                  for i in range(3)}}}
   opt = optax.adam(1e-3).init(params)
-  scanned = scan_layout.to_scanned(opt)
+  scanned = params_lib.to_scanned(opt)
   assert scanned[0].mu["bert"]["encoder"]["layers"]["w"].shape == (3, 2)
-  back = scan_layout.to_unscanned({"params": scan_layout.to_scanned(params)})
+  back = params_lib.to_per_layer({"params": params_lib.to_scanned(params)})
   np.testing.assert_array_equal(back["params"]["bert"]["encoder"]["layer_2"]["w"], [2, 2])
 
 

@@ -7,33 +7,15 @@ arrays that do not fit.
 
 from __future__ import annotations
 
-from typing import Any, Iterator, Mapping
+from typing import Any, Mapping
 
 import numpy as np
+
+from bert_jax.models.params import flatten, unflatten  # noqa: F401  (the one tree flattening)
 
 
 class ConversionError(ValueError):
   """Input that does not fit: names every file, key or shape at fault."""
-
-
-def flatten(tree: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
-  for k, v in tree.items():
-    path = f"{prefix}/{k}" if prefix else k
-    if isinstance(v, Mapping):
-      yield from flatten(v, path)
-    else:
-      yield path, v
-
-
-def unflatten(flat: Mapping[str, Any]) -> dict:
-  tree: dict = {}
-  for path, value in flat.items():
-    *parents, leaf = path.split("/")
-    node = tree
-    for p in parents:
-      node = node.setdefault(p, {})
-    node[leaf] = value
-  return tree
 
 
 def expected_shapes(cfg) -> dict[str, tuple[int, ...]]:

@@ -25,7 +25,9 @@ from typing import Any, Mapping
 import numpy as np
 
 from bert_jax.config import ModelConfig
-from bert_jax.convert.common import ConversionError, check_shapes
+from bert_jax.convert.common import (ConversionError, check_shapes, expected_shapes,
+                                     flatten, unflatten)
+from bert_jax.models import params as params_lib
 
 # Buffers HF keeps in state dicts that carry no learned weights.
 _IGNORED = re.compile(r"(^|\.)(position_ids|token_type_ids)$")
@@ -93,18 +95,14 @@ def config_json(cfg, architectures=("BertForPreTraining",)) -> dict:
 
 
 # ------------------------------------------------------------------- weights
+# Names come from the `hf` rows of `bert_jax/models/params.py`; this section only knows
+# how each kind of module lays out its arrays in torch.
 
-
-def _linear(sd, prefix):
-  return {"kernel": sd.pop(prefix + ".weight").T, "bias": sd.pop(prefix + ".bias")}
-
-
-def _layer_norm(sd, prefix):
-  scale = sd.pop(prefix + ".weight", None)
-  bias = sd.pop(prefix + ".bias", None)
-  if scale is None:  # TF-era names
-    scale, bias = sd.pop(prefix + ".gamma"), sd.pop(prefix + ".beta")
-  return {"scale": scale, "bias": bias}
+_TORCH_LEAF = {"kernel": "weight", "scale": "weight", "embedding": "weight", "bias": "bias"}
+_OUR_LEAF = {("linear", "weight"): "kernel", ("heads_in", "weight"): "kernel",
+             ("heads_out", "weight"): "kernel", ("norm", "weight"): "scale",
+             ("embedding", "weight"): "embedding"}
+_TF_ERA = {"gamma": "weight", "beta": "bias"}  # LayerNorm names of older checkpoints
 
 
 def _split_heads(w, shape, name):
@@ -115,47 +113,43 @@ def _split_heads(w, shape, name):
                           f"model.num_heads heads as {shape}") from None
 
 
-def _attention(sd, prefix, heads):
-  out = {}
-  for name in ("query", "key", "value"):
-    key = f"{prefix}.self.{name}.weight"
-    w = sd.pop(key)  # [out=heads*kv, in]
-    b = sd.pop(f"{prefix}.self.{name}.bias")
-    hidden = w.shape[1]
-    out[name] = {"kernel": _split_heads(w.T, (hidden, heads, -1), key),
-                 "bias": _split_heads(b, (heads, -1), key)}
-  key = f"{prefix}.output.dense.weight"
-  w = sd.pop(key)  # [hidden, heads*kv]
-  out["output"] = {"kernel": _split_heads(w.T, (heads, -1, w.shape[0]), key),
-                   "bias": sd.pop(f"{prefix}.output.dense.bias")}
-  return out
+def _from_torch(kind: str, leaf: str, w: np.ndarray, heads: int, name: str
+                ) -> tuple[str, np.ndarray]:
+  """One HF array -> (our leaf name, array in our layout)."""
+  ours = _OUR_LEAF.get((kind, leaf), leaf)
+  if kind == "heads_in":   # q/k/v: [heads*kv, embed] -> [embed, heads, kv]
+    return ours, (_split_heads(w.T, (w.shape[1], heads, -1), name) if ours == "kernel"
+                  else _split_heads(w, (heads, -1), name))
+  if kind == "heads_out" and ours == "kernel":   # [embed, heads*kv] -> [heads, kv, embed]
+    return ours, _split_heads(w.T, (heads, -1, w.shape[0]), name)
+  if kind == "linear" and ours == "kernel":
+    return ours, w.T
+  return ours, w
 
 
-def _encoder_params(sd, p, cfg):
-  layers = {}
-  for i in range(cfg.num_layers):
-    lp = f"{p}encoder.layer.{i}"
-    layers[f"layer_{i}"] = {
-        "attention": _attention(sd, f"{lp}.attention", cfg.num_heads),
-        "attention_layer_norm": _layer_norm(sd, f"{lp}.attention.output.LayerNorm"),
-        "intermediate": _linear(sd, f"{lp}.intermediate.dense"),
-        "output": _linear(sd, f"{lp}.output.dense"),
-        "output_layer_norm": _layer_norm(sd, f"{lp}.output.LayerNorm"),
-    }
-  bert = {
-      "embeddings": {
-          "word_embeddings": {"embedding": sd.pop(f"{p}embeddings.word_embeddings.weight")},
-          "position_embeddings": {
-              "embedding": sd.pop(f"{p}embeddings.position_embeddings.weight")},
-          "token_type_embeddings": {
-              "embedding": sd.pop(f"{p}embeddings.token_type_embeddings.weight")},
-          "layer_norm": _layer_norm(sd, f"{p}embeddings.LayerNorm"),
-      },
-      "encoder": layers,
-  }
-  if f"{p}pooler.dense.weight" in sd:
-    bert["pooler"] = _linear(sd, f"{p}pooler.dense")
-  return bert
+def _to_torch(kind: str, leaf: str, x) -> tuple[str, np.ndarray]:
+  """One of our arrays -> (HF leaf name, array in torch's layout)."""
+  x = np.asarray(x, np.float32)
+  if kind == "array":
+    return "", x
+  name = _TORCH_LEAF[leaf]
+  if leaf == "kernel" and kind == "heads_in":
+    return name, x.reshape(x.shape[0], -1).T
+  if leaf == "kernel" and kind == "heads_out":
+    return name, x.reshape(-1, x.shape[-1]).T
+  if leaf == "kernel":
+    return name, x.T
+  return name, x.ravel() if kind == "heads_in" else x
+
+
+def _hf_path(name: str) -> tuple[str, str, str] | None:
+  """HF array name -> (our module path, kind, HF leaf), by the params.py rows."""
+  hit = params_lib.path_from_hf(name)
+  if hit is not None:
+    return hit[0], hit[1], ""
+  module, _, leaf = name.rpartition(".")
+  hit = params_lib.path_from_hf(module)
+  return (hit[0], hit[1], _TF_ERA.get(leaf, leaf)) if hit else None
 
 
 def params_from_hf(state_dict: Mapping[str, Any], cfg) -> dict:
@@ -163,32 +157,44 @@ def params_from_hf(state_dict: Mapping[str, Any], cfg) -> dict:
   sd = {k: np.asarray(v.detach().cpu().float().numpy() if hasattr(v, "detach") else v,
                       dtype=np.float32)
         for k, v in state_dict.items() if not _IGNORED.search(k)}
-  prefix = "bert." if any(k.startswith("bert.") for k in sd) else ""
-  try:
-    params = {"bert": _encoder_params(sd, prefix, cfg)}
-    if "cls.predictions.bias" in sd:
-      decoder = sd.pop("cls.predictions.decoder.weight", None)
-      word = params["bert"]["embeddings"]["word_embeddings"]["embedding"]
-      if decoder is not None and not np.array_equal(decoder, word):
-        raise ConversionError(
-            "cls.predictions.decoder.weight differs from the word embeddings; bert_jax "
-            "ties them (as BERT does)")
-      sd.pop("cls.predictions.decoder.bias", None)  # an alias of cls.predictions.bias
-      params["mlm"] = {
-          "transform": _linear(sd, "cls.predictions.transform.dense"),
-          "transform_layer_norm": _layer_norm(sd, "cls.predictions.transform.LayerNorm"),
-          "output_bias": sd.pop("cls.predictions.bias"),
-      }
-    if "cls.seq_relationship.weight" in sd:
-      params["nsp"] = _linear(sd, "cls.seq_relationship")
-  except KeyError as e:
-    raise ConversionError(
-        f"HF state dict lacks {e.args[0]!r} needed for model.num_layers="
-        f"{cfg.num_layers}") from None
-  if sd:
+  bare = not any(k.startswith("bert.") for k in sd)   # a BertModel: no 'bert.' prefix
+  full = {(f"bert.{k}" if bare and not k.startswith("cls.") else k): k for k in sd}
+  sd.pop("cls.predictions.decoder.bias", None)  # an alias of cls.predictions.bias
+  decoder = sd.get("cls.predictions.decoder.weight")
+  if decoder is not None and getattr(cfg, "tie_word_embeddings", True):
+    sd.pop("cls.predictions.decoder.weight")
+  flat, unknown = {}, []
+  for name, key in full.items():
+    if key not in sd:
+      continue
+    hit = _hf_path(name)
+    if hit is None:
+      unknown.append(key)
+      continue
+    path, kind, leaf = hit
+    ours, value = _from_torch(kind, leaf, sd.pop(key), cfg.num_heads, key)
+    flat[f"{path}/{ours}" if ours else path] = value
+  if unknown:
     raise ConversionError(
         "HF state dict has names bert_jax does not map (wrong num_layers or not a "
-        "BERT checkpoint?): " + ", ".join(sorted(sd)))
+        "BERT checkpoint?): " + ", ".join(sorted(unknown)))
+  expected = expected_shapes(cfg)
+  heads = {p.split("/")[0] for p in flat} - {"bert"}
+  missing = [p for p in expected if p not in flat and (
+      params_lib.lookup(p, "load")[0] == "required" or p.split("/")[0] in heads)]
+  if missing:
+    module, _, leaf = params_lib.hf_module(missing[0])
+    name = f"{module}.{_TORCH_LEAF.get(leaf, leaf)}".rstrip(".")
+    name = name[len("bert."):] if bare and name.startswith("bert.") else name
+    raise ConversionError(f"HF state dict lacks {name!r} needed for model.num_layers="
+                          f"{cfg.num_layers} ({len(missing)} arrays missing)")
+  params = unflatten(flat)
+  if decoder is not None and "mlm" in params and getattr(cfg, "tie_word_embeddings", True):
+    word = params["bert"]["embeddings"]["word_embeddings"]["embedding"]
+    if not np.array_equal(decoder, word):
+      raise ConversionError(
+          "cls.predictions.decoder.weight differs from the word embeddings; set "
+          "model.tie_word_embeddings=False to import an untied decoder")
   check_shapes(params, cfg, "HF state dict")
   return params
 
@@ -199,43 +205,17 @@ def hf_state_dict(params: Mapping[str, Any], cfg) -> dict[str, np.ndarray]:
   The exact inverse of `params_from_hf`; the tied decoder weight and bias are
   written out as copies, so loaders that do not tie weights still find them.
   """
-  f32 = lambda x: np.ascontiguousarray(np.asarray(x, np.float32))
   sd: dict[str, np.ndarray] = {}
-
-  def linear(name, p):
-    sd[name + ".weight"] = f32(np.asarray(p["kernel"]).T)
-    sd[name + ".bias"] = f32(p["bias"])
-
-  def norm(name, p):
-    sd[name + ".weight"], sd[name + ".bias"] = f32(p["scale"]), f32(p["bias"])
-
-  bert = params["bert"]
-  emb = bert["embeddings"]
-  for name in ("word_embeddings", "position_embeddings", "token_type_embeddings"):
-    sd[f"bert.embeddings.{name}.weight"] = f32(emb[name]["embedding"])
-  norm("bert.embeddings.LayerNorm", emb["layer_norm"])
-  for i in range(cfg.num_layers):
-    lp, layer = f"bert.encoder.layer.{i}", bert["encoder"][f"layer_{i}"]
-    att = layer["attention"]
-    for name in ("query", "key", "value"):
-      k = np.asarray(att[name]["kernel"])  # [embed, heads, kv]
-      sd[f"{lp}.attention.self.{name}.weight"] = f32(k.reshape(k.shape[0], -1).T)
-      sd[f"{lp}.attention.self.{name}.bias"] = f32(np.asarray(att[name]["bias"]).ravel())
-    k = np.asarray(att["output"]["kernel"])  # [heads, kv, embed]
-    sd[f"{lp}.attention.output.dense.weight"] = f32(k.reshape(-1, k.shape[-1]).T)
-    sd[f"{lp}.attention.output.dense.bias"] = f32(att["output"]["bias"])
-    norm(f"{lp}.attention.output.LayerNorm", layer["attention_layer_norm"])
-    linear(f"{lp}.intermediate.dense", layer["intermediate"])
-    linear(f"{lp}.output.dense", layer["output"])
-    norm(f"{lp}.output.LayerNorm", layer["output_layer_norm"])
-  linear("bert.pooler.dense", bert["pooler"])
-  mlm = params["mlm"]
-  linear("cls.predictions.transform.dense", mlm["transform"])
-  norm("cls.predictions.transform.LayerNorm", mlm["transform_layer_norm"])
-  sd["cls.predictions.bias"] = f32(mlm["output_bias"])
-  sd["cls.predictions.decoder.weight"] = sd["bert.embeddings.word_embeddings.weight"].copy()
+  for path, x in flatten(params_lib.to_per_layer(dict(params))):
+    hit = params_lib.hf_module(path)
+    if hit is None:
+      raise ConversionError(f"{path} has no name in HF BertForPreTraining")
+    module, kind, leaf = hit
+    name, value = _to_torch(kind, leaf, x)
+    sd[f"{module}.{name}" if name else module] = np.ascontiguousarray(value)
+  if "cls.predictions.decoder.weight" not in sd:  # tied: write the copy out
+    sd["cls.predictions.decoder.weight"] = sd["bert.embeddings.word_embeddings.weight"].copy()
   sd["cls.predictions.decoder.bias"] = sd["cls.predictions.bias"].copy()
-  linear("cls.seq_relationship", params["nsp"])
   return sd
 
 

@@ -78,7 +78,7 @@ def read_workdir(workdir: str, step: int | None = None):
   Params come through `checkpoint.restore_params` (the newest complete step unless
   `step` is given), in the per-layer layout whatever `model.scan_layers` was.
   """
-  from bert_jax.models import scan_layout
+  from bert_jax.models import params as params_lib
   from bert_jax.train import checkpoint as checkpoint_lib
   where = os.path.join(workdir, CONFIG_FILE)
   full = _read_config(where)
@@ -90,7 +90,7 @@ def read_workdir(workdir: str, step: int | None = None):
     params, step = checkpoint_lib.restore_params(directory, step, with_step=True)
   except FileNotFoundError as e:
     raise ConversionError(f"{directory} holds no finished checkpoint ({e})") from None
-  params = scan_layout.to_unscanned(params)
+  params = params_lib.to_per_layer(params)
   cfg = cfg.replace(scan_layers=False)
   check_shapes(params, cfg, f"checkpoint {directory}/{step}")
   tok_path = (full.get("data") or {}).get("tokenizer_path") or os.path.join(

@@ -18,7 +18,7 @@ Logical axis names:
 With `model.scan_layers` the encoder runs one `nn.scan` over a single layer whose
 parameters carry a leading [num_layers] axis (`encoder/layers/...`), so compile time
 stays flat in depth; unscanned, the layers are `encoder/layer_{i}/...` (the layout of
-HF imports). `bert_jax/models/scan_layout.py` converts between the two.
+HF imports). `bert_jax/models/params.py` converts between the two.
 `model.remat_policy` recomputes each layer's activations in the backward pass.
 """
 

@@ -27,7 +27,7 @@ from jax.experimental import multihost_utils
 from orbax.checkpoint import checkpoint_managers
 
 from bert_jax.config import ModelConfig
-from bert_jax.models import scan_layout
+from bert_jax.models import params as params_lib
 from bert_jax.train import logging as log_lib
 
 _TMP_MARK = ".orbax-checkpoint-tmp"
@@ -44,12 +44,7 @@ def _state_dict(state) -> dict:
 
 def _in_layout(tree, scanned: bool):
   """`tree` (arrays or ShapeDtypeStructs) in the scanned or per-layer encoder layout."""
-  if scan_layout.is_scanned(tree.get("params", tree)) == scanned:
-    return tree
-  convert = scan_layout.to_scanned if scanned else scan_layout.to_unscanned
-  if any(isinstance(x, jax.ShapeDtypeStruct) for x in jax.tree_util.tree_leaves(tree)):
-    return jax.eval_shape(convert, tree)
-  return convert(tree)
+  return params_lib.in_layout(tree, scanned)
 
 
 def _flatten(tree, prefix=""):
@@ -159,7 +154,7 @@ class Checkpointer:
     self.check_compatible(step, state_target)
     target = _state_dict(state_target)
     saved_scanned = self._saved_is_scanned(step)
-    if saved_scanned == scan_layout.is_scanned(state_target.params):
+    if saved_scanned == params_lib.is_scanned(state_target.params):
       item = target
     else:
       item = jax.tree_util.tree_map(lambda x: np.zeros(x.shape, x.dtype),
@@ -231,9 +226,10 @@ def restore_params(checkpoint_dir: str, step: int | None = None,
                    target: Any | None = None, with_step: bool = False):
   """Params only, from a pretraining run's `workdir/checkpoints` (for fine-tuning).
 
-  `target`: optional tree of ShapeDtypeStructs (with shardings) for a sharded restore;
-  without it the arrays come back as host numpy arrays. `with_step=True` returns
-  (params, step).
+  `target`: optional tree of ShapeDtypeStructs (with shardings) for a sharded restore,
+  in either encoder layout (a scanned checkpoint is converted to a per-layer target
+  and back); without it the arrays come back as host numpy arrays in the saved
+  layout. `with_step=True` returns (params, step).
   """
   directory = os.path.abspath(checkpoint_dir)
   if not os.path.isdir(directory):
@@ -248,8 +244,11 @@ def restore_params(checkpoint_dir: str, step: int | None = None,
   meta = checkpointer.metadata(path)
   meta = getattr(meta, "item_metadata", meta) or meta
   saved = dict(meta)["params"]
-  if target is None:
-    item = jax.tree_util.tree_map(lambda m: np.zeros(m.shape, m.dtype), dict(saved))
+  saved = jax.tree_util.tree_map(lambda m: np.zeros(m.shape, m.dtype), dict(saved))
+  relayout = target is not None and (params_lib.is_scanned(target)
+                                     != params_lib.is_scanned(saved))
+  if target is None or relayout:
+    item = saved
     restore_args = jax.tree_util.tree_map(
         lambda _: ocp.RestoreArgs(restore_type=np.ndarray), item)
   else:
@@ -257,7 +256,11 @@ def restore_params(checkpoint_dir: str, step: int | None = None,
     restore_args = ocp.checkpoint_utils.construct_restore_args(target)
   restored = checkpointer.restore(path, args=ocp.args.PyTreeRestore(
       item={"params": item}, restore_args={"params": restore_args}, partial_restore=True))
-  return (restored["params"], step) if with_step else restored["params"]
+  params = restored["params"]
+  if relayout:  # restored on the host in the saved layout, placed in the target's
+    params = params_lib.in_layout(params, params_lib.is_scanned(target))
+    params = jax.device_put(params, jax.tree_util.tree_map(lambda x: x.sharding, target))
+  return (params, step) if with_step else params
 
 
 def read_model_config(checkpoint_dir: str, step: int | None = None) -> ModelConfig:

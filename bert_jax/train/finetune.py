@@ -20,7 +20,6 @@ from __future__ import annotations
 import functools
 import json
 import os
-import re
 from typing import Any
 
 import flax.linen as nn
@@ -36,6 +35,7 @@ from bert_jax.data import tasks as tasks_lib
 from bert_jax.data.tasks import common
 from bert_jax.models import (BertForQuestionAnswering, BertForSequenceClassification,
                              BertForTokenClassification)
+from bert_jax.models import params as params_lib
 from bert_jax.train import logging as log_lib
 from bert_jax.train import optim, state as state_lib
 
@@ -110,16 +110,9 @@ def predict_step(state, batch, *, kind):
 
 
 def layer_scales(params, num_layers: int, decay: float):
-  """Per-leaf update scale for layer-wise LR decay (see the module docstring)."""
-  def scale(path, _):
-    names = [getattr(p, "key", str(p)) for p in path]
-    if "embeddings" in names:
-      depth = 0
-    else:
-      layer = next((n for n in names if re.fullmatch(r"layer_\d+", n)), None)
-      depth = int(layer.split("_")[1]) + 1 if layer else num_layers + 1
-    return jnp.asarray(decay ** (num_layers + 1 - depth), jnp.float32)
-  return jax.tree_util.tree_map_with_path(scale, params)
+  """Per-leaf update scale for layer-wise LR decay (see the module docstring); a
+  scanned encoder gets one scale per layer along its stacked axis."""
+  return params_lib.lr_depth_scales(params, num_layers, decay)
 
 
 def scale_by_tree(scales_fn) -> optax.GradientTransformation:
@@ -210,16 +203,11 @@ def initial_weights_and_tokenizer(config):
 
 
 def merge_params(init: dict, loaded: dict | None) -> dict:
-  """`init` with every leaf present in `loaded` replaced (shapes must agree)."""
+  """`init` with its encoder (and pooler, when present) taken from `loaded`, in either
+  layout; the `load` rules of `bert_jax/models/params.py` decide, shapes must agree."""
   if loaded is None:
     return init
-  def merge(a, b, path):
-    if not isinstance(a, dict):
-      if tuple(np.shape(b)) != tuple(a.shape):
-        raise ValueError(f"{path}: checkpoint shape {np.shape(b)}, model {a.shape}")
-      return jax.device_put(jnp.asarray(b, a.dtype), a.sharding)
-    return {k: merge(v, b[k], f"{path}/{k}") if k in b else v for k, v in a.items()}
-  return merge(init, loaded, "params")
+  return params_lib.merge_pretrained(init, loaded, "init.checkpoint")
 
 
 # ------------------------------------------------------------------------- batching

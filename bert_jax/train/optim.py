@@ -10,8 +10,9 @@ ratio ||w|| / ||update||, which keeps batches of 32k-64k stable.
 
 from __future__ import annotations
 
-import jax
 import optax
+
+from bert_jax.models import params as params_lib
 
 
 def learning_rate_schedule(t) -> optax.Schedule:
@@ -23,11 +24,9 @@ def learning_rate_schedule(t) -> optax.Schedule:
 
 
 def decay_mask(params):
-  """True for weights that get weight decay: every kernel/embedding, not biases/norms."""
-  def wants_decay(path, _):
-    name = getattr(path[-1], "key", str(path[-1]))
-    return name not in ("bias", "scale", "output_bias")
-  return jax.tree_util.tree_map_with_path(wants_decay, params)
+  """True for weights that get weight decay: every kernel/embedding, not biases/norms
+  (the `decay` rules of `bert_jax/models/params.py`)."""
+  return params_lib.weight_decay_mask(params)
 
 
 OPTIMIZERS = {"adamw": optax.adamw, "lamb": optax.lamb}
