@@ -20,14 +20,30 @@ from typing import Any, Mapping
 import jax.numpy as jnp
 
 # The feed-forward / MLM-transform activations (HF names; gelu_new = gelu_tanh =
-# gelu_pytorch_tanh, the tanh approximation).
-HIDDEN_ACTS = ("gelu", "gelu_new", "gelu_tanh", "gelu_pytorch_tanh", "relu")
+# gelu_pytorch_tanh, the tanh approximation); geglu / swiglu: gated feed-forwards
+# (Shazeer 2020), two input projections, gelu / silu on the gate.
+HIDDEN_ACTS = ("gelu", "gelu_new", "gelu_tanh", "gelu_pytorch_tanh", "relu", "geglu",
+               "swiglu")
 # einsum: softmax(QK^T)V with attention dropout, runs everywhere; xla / cudnn:
 # jax.nn.dot_product_attention (cudnn = fused GPU kernel), no attention dropout.
 ATTENTION_IMPLS = ("einsum", "xla", "cudnn")
 # none | full (recompute each layer) | dots (keep matmul outputs); see models/bert.py.
 REMAT_POLICIES = ("none", "full", "dots")
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+
+# Architecture switches (bert_jax/models/bert.py); the first value is BERT's.
+NORM_PLACEMENTS = ("post", "pre")        # add & norm (BERT) | norm first + a final norm
+NORM_TYPES = ("layernorm", "rmsnorm")
+POSITION_EMBEDDINGS = ("learned", "rotary", "none")
+SHARE_LAYERS = ("none", "all", "attention", "ffn")   # ALBERT cross-layer sharing
+INIT_SCHEMES = ("bert", "depth_scaled")
+
+# The switch values HF `BertModel` expresses; export of any other fails naming the field.
+HF_BERT_VALUES = {
+    "norm_placement": ("post",), "norm_type": ("layernorm",),
+    "position_embedding": ("learned",), "hidden_act": HIDDEN_ACTS[:5],
+    "use_bias": (True,), "share_layers": ("none",),
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,6 +71,15 @@ class ModelConfig:
   attention_impl: str = "einsum"
   scan_layers: bool = False         # one nn.scan over the layers (encoder/layers/...)
   remat_policy: str = "none"
+  # Architecture switches: the defaults are BERT (configs/common.py documents each).
+  norm_placement: str = "post"
+  norm_type: str = "layernorm"
+  position_embedding: str = "learned"
+  use_bias: bool = True
+  tie_word_embeddings: bool = True
+  embedding_size: int = 0           # 0 = hidden_size
+  share_layers: str = "none"
+  init_scheme: str = "bert"
 
   def __post_init__(self):
     for f in dataclasses.fields(self):  # types: ints stay ints, floats floats, ...
@@ -80,6 +105,15 @@ class ModelConfig:
       _require(self, 0.0 <= getattr(self, name) < 1.0, name, "a probability in [0, 1)")
     _require(self, self.layer_norm_eps > 0, "layer_norm_eps", "> 0")
     _require(self, self.initializer_range > 0, "initializer_range", "> 0")
+    for name, allowed in (("norm_placement", NORM_PLACEMENTS), ("norm_type", NORM_TYPES),
+                          ("position_embedding", POSITION_EMBEDDINGS),
+                          ("share_layers", SHARE_LAYERS), ("init_scheme", INIT_SCHEMES)):
+      _require(self, getattr(self, name) in allowed, name, f"one of {allowed}")
+    _require(self, self.embedding_size >= 0, "embedding_size",
+             ">= 0 (0 = model.hidden_size)")
+    _require(self, self.position_embedding != "rotary" or self.head_dim % 2 == 0,
+             "position_embedding", f"not 'rotary' with an odd head size {self.head_dim} "
+             "(model.hidden_size / model.num_heads)")
 
   # ------------------------------------------------------------------ building
 
@@ -119,6 +153,19 @@ class ModelConfig:
   @property
   def head_dim(self) -> int:
     return self.hidden_size // self.num_heads
+
+  @property
+  def embedding_dim(self) -> int:
+    """Width of the embedding tables: `embedding_size`, 0 meaning `hidden_size`."""
+    return self.embedding_size or self.hidden_size
+
+  def not_in_hf_bert(self) -> list[str]:
+    """'model.<field>=<value>' for each switch value HF `BertModel` cannot express."""
+    bad = [f"model.{name}={getattr(self, name)!r}" for name, ok in HF_BERT_VALUES.items()
+           if getattr(self, name) not in ok]
+    if self.embedding_dim != self.hidden_size:
+      bad.append(f"model.embedding_size={self.embedding_size!r}")
+    return bad
 
 
 def _fail(field: str, value, expected: str):

@@ -62,6 +62,16 @@ def model_config(size: str, vocab_size: int = 30522) -> ml_collections.ConfigDic
   # bert_jax/models/params.py converts params between the two.
   m.scan_layers = False
   m.remat_policy = "none"            # none | full (recompute each layer) | dots (keep matmul outputs)
+  # Architecture switches (bert_jax/models/bert.py); the defaults are BERT. A value HF
+  # BertModel cannot express makes HF/Google export fail naming the field.
+  m.norm_placement = "post"          # post (BERT: add & norm) | pre (norm first, final norm)
+  m.norm_type = "layernorm"          # layernorm | rmsnorm (scale only)
+  m.position_embedding = "learned"   # learned (BERT table) | rotary (RoFormer) | none
+  m.use_bias = True                  # biases of q/k/v/o, feed-forward and embedding projection
+  m.tie_word_embeddings = True       # MLM decoder = word embeddings; False: mlm/decoder kernel
+  m.embedding_size = 0               # ALBERT factorised embeddings; 0 = hidden_size
+  m.share_layers = "none"            # ALBERT cross-layer sharing: none | all | attention | ffn
+  m.init_scheme = "bert"             # bert (trunc. normal initializer_range) | depth_scaled
   return m
 
 

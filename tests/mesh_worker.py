@@ -7,6 +7,11 @@ model for STEPS steps on the same synthetic batches (dropout on: with
 `jax_threefry_partitionable` the dropout bits do not depend on the sharding) and
 reports the losses and, per parameter (scanned encoder: `encoder/layers/...`), the global and per-device shard shapes read
 from `addressable_shards`.
+
+`python -m tests.mesh_worker switches` instead trains every combination in
+SWITCH_COMBOS (together they set every architecture switch to every non-default
+value, in both layouts) for SWITCH_STEPS steps on one device and on the (2, 2, 2)
+mesh, and reports the losses.
 """
 import json
 import os
@@ -72,8 +77,27 @@ def shard_report(tree) -> dict:
   return out
 
 
-def run(mesh_shape) -> dict:
+# name -> model overrides; every non-default switch value occurs in one of them.
+SWITCH_COMBOS = {
+    "pre_rms_rotary_geglu_nobias_share_attention": dict(
+        norm_placement="pre", norm_type="rmsnorm", position_embedding="rotary",
+        hidden_act="geglu", use_bias=False, share_layers="attention", scan_layers=True),
+    "nopos_swiglu_untied_factorised_share_ffn_depth_init": dict(
+        position_embedding="none", hidden_act="swiglu", tie_word_embeddings=False,
+        embedding_size=16, share_layers="ffn", init_scheme="depth_scaled",
+        scan_layers=False),
+    "relu_share_all": dict(hidden_act="relu", share_layers="all", scan_layers=True),
+    "gelu_new_untied_factorised_per_layer": dict(
+        hidden_act="gelu_new", tie_word_embeddings=False, embedding_size=16,
+        scan_layers=False),
+}
+SWITCH_MESHES = [(1, 1, 1), (2, 2, 2)]
+SWITCH_STEPS = 2
+
+
+def run(mesh_shape, steps: int = STEPS, **model_overrides) -> dict:
   config = tiny_config()
+  config.model.update(model_overrides)
   config.mesh.shape = mesh_shape
   devices = jax.devices()[:int(np.prod(mesh_shape))]
   mesh = parallel.create_mesh(config.mesh, devices)
@@ -81,7 +105,7 @@ def run(mesh_shape) -> dict:
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
     setup = pretrain.Setup(config, mesh, rules)
     state, losses = setup.state, []
-    for step in range(STEPS):
+    for step in range(steps):
       batch = parallel.global_batch(synthetic_batch(step), mesh)
       state, metrics = setup.p_train_step(state, batch, setup.dropout_rng)
       losses.append(metrics["loss"])
@@ -94,4 +118,9 @@ if __name__ == "__main__":
   if jax.device_count() < 8:
     sys.exit(f"needs 8 devices, found {jax.device_count()}: set XLA_FLAGS="
              "--xla_force_host_platform_device_count=8 before JAX starts")
-  print(json.dumps({"x".join(map(str, m)): run(m) for m in MESHES}))
+  if sys.argv[1:] == ["switches"]:
+    print(json.dumps({name: {"x".join(map(str, m)): run(m, SWITCH_STEPS, **combo)["losses"]
+                             for m in SWITCH_MESHES}
+                      for name, combo in SWITCH_COMBOS.items()}))
+  else:
+    print(json.dumps({"x".join(map(str, m)): run(m) for m in MESHES}))

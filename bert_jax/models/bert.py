@@ -35,24 +35,34 @@ from bert_jax.config import HIDDEN_ACTS, ModelConfig
 Dtype = Any
 
 
+# `model.hidden_act` -> (activation, gated). Gated feed-forwards (Shazeer 2020, "GLU
+# Variants Improve Transformer"): act(x W_gate) * (x W), two input projections.
 _ACTIVATIONS = {
-    "gelu": lambda x: jax.nn.gelu(x, approximate=False),
-    "gelu_new": lambda x: jax.nn.gelu(x, approximate=True),
-    "gelu_tanh": lambda x: jax.nn.gelu(x, approximate=True),
-    "gelu_pytorch_tanh": lambda x: jax.nn.gelu(x, approximate=True),
-    "relu": jax.nn.relu,
+    "gelu": (lambda x: jax.nn.gelu(x, approximate=False), False),
+    "gelu_new": (lambda x: jax.nn.gelu(x, approximate=True), False),
+    "gelu_tanh": (lambda x: jax.nn.gelu(x, approximate=True), False),
+    "gelu_pytorch_tanh": (lambda x: jax.nn.gelu(x, approximate=True), False),
+    "relu": (jax.nn.relu, False),
+    "geglu": (lambda x: jax.nn.gelu(x, approximate=False), True),
+    "swiglu": (jax.nn.silu, True),
 }
 assert set(_ACTIVATIONS) == set(HIDDEN_ACTS), "config.HIDDEN_ACTS and models disagree"
 
 
 def activation(name: str) -> Callable[[jax.Array], jax.Array]:
-  """The feed-forward activation named by `model.hidden_act` (validated by ModelConfig)."""
-  return _ACTIVATIONS[name]
+  """The activation named by `model.hidden_act` (validated by ModelConfig); for a gated
+  feed-forward (geglu, swiglu) the one applied to its gate, which the MLM transform
+  also uses."""
+  return _ACTIVATIONS[name][0]
 
 
-def _normal(cfg, axes: tuple[str, ...]):
+def is_gated(name: str) -> bool:
+  return _ACTIVATIONS[name][1]
+
+
+def _normal(cfg, axes: tuple[str, ...], std: float | None = None):
   return nn.with_logical_partitioning(
-      nn.initializers.truncated_normal(cfg.initializer_range), axes)
+      nn.initializers.truncated_normal(cfg.initializer_range if std is None else std), axes)
 
 
 def _zeros(axes: tuple[str, ...]):
@@ -63,12 +73,27 @@ def _ones(axes: tuple[str, ...]):
   return nn.with_logical_partitioning(nn.initializers.ones_init(), axes)
 
 
-def layer_norm(cfg: ModelConfig, name: str) -> nn.LayerNorm:
+def residual_std(cfg) -> float | None:
+  """Init std of the projections that write into the residual stream.
+
+  'depth_scaled' divides it by sqrt(2 * num_layers), the number of residual branches:
+  GPT-2 (Radford et al. 2019, section 2.3) and Megatron-LM's `scaled_init_method_normal`
+  (Shoeybi et al. 2019). 'bert': None, i.e. `model.initializer_range` as every kernel.
+  """
+  if cfg.init_scheme == "depth_scaled":
+    return cfg.initializer_range / (2 * cfg.num_layers) ** 0.5
+  return None
+
+
+def layer_norm(cfg, name: str) -> nn.Module:
+  """LayerNorm or RMSNorm (Zhang & Sennrich 2019: scale, no bias) by `model.norm_type`."""
   # Statistics are computed in float32 by flax whatever the compute dtype.
-  return nn.LayerNorm(
-      epsilon=cfg.layer_norm_eps, dtype=cfg.compute_dtype,
-      param_dtype=cfg.weights_dtype, scale_init=_ones(("norm",)),
-      bias_init=_zeros(("norm",)), name=name)
+  common = dict(epsilon=cfg.layer_norm_eps, dtype=cfg.compute_dtype,
+                param_dtype=cfg.weights_dtype, scale_init=_ones(("norm",)),
+                name=name)
+  if cfg.norm_type == "rmsnorm":
+    return nn.RMSNorm(**common)
+  return nn.LayerNorm(bias_init=_zeros(("norm",)), **common)
 
 
 class Dense(nn.Module):
@@ -79,67 +104,85 @@ class Dense(nn.Module):
   """
   cfg: ModelConfig
   features: tuple[int, ...]
-  kernel_axes: tuple[str, ...]
+  kernel_axes: tuple[str | None, ...]
+  use_bias: bool = True
+  std: float | None = None   # kernel init std; None = model.initializer_range
 
   @nn.compact
   def __call__(self, x):
     n_out = len(self.features)
     n_in = len(self.kernel_axes) - n_out
     pdt = self.cfg.weights_dtype
-    kernel = self.param("kernel", _normal(self.cfg, self.kernel_axes),
+    kernel = self.param("kernel", _normal(self.cfg, self.kernel_axes, self.std),
                         tuple(x.shape[-n_in:]) + self.features, pdt)
-    bias = self.param("bias", _zeros(self.kernel_axes[n_in:]), self.features, pdt)
-    x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias,
-                                              dtype=self.cfg.compute_dtype)
+    x, kernel = nn.dtypes.promote_dtype(x, kernel, dtype=self.cfg.compute_dtype)
     contract = (tuple(range(x.ndim - n_in, x.ndim)), tuple(range(n_in)))
-    return jax.lax.dot_general(x, kernel, (contract, ((), ()))) + bias
+    y = jax.lax.dot_general(x, kernel, (contract, ((), ())))
+    if not self.use_bias:
+      return y
+    bias = self.param("bias", _zeros(self.kernel_axes[n_in:]), self.features, pdt)
+    return y + bias.astype(y.dtype)
 
 
-def dense(cfg: ModelConfig, features, axes: tuple[str, ...], name: str) -> Dense:
+def dense(cfg, features, axes: tuple[str | None, ...], name: str, use_bias: bool = True,
+          std: float | None = None) -> Dense:
   """A `Dense` to `features` (int or tuple) whose kernel axes are `axes` (in then out)."""
   features = (features,) if isinstance(features, int) else tuple(features)
-  return Dense(cfg, features, tuple(axes), name=name)
+  return Dense(cfg, features, tuple(axes), use_bias, std, name=name)
 
 
 class Embeddings(nn.Module):
-  """Word + position + token-type embeddings, LayerNorm, dropout."""
+  """Word + position + token-type embeddings, LayerNorm, dropout.
+
+  `model.position_embedding` other than 'learned' drops the position table (rotary
+  positions act in attention). `model.embedding_size` smaller than the hidden size
+  factorises the tables (ALBERT, Lan et al. 2020): [vocab, embedding_size] tables,
+  then a `projection` to the hidden size after the norm.
+  """
   cfg: ModelConfig
 
   def setup(self):
     cfg = self.cfg
-    pdt, cdt = cfg.weights_dtype, cfg.compute_dtype
-    self.word_embeddings = nn.Embed(
-        cfg.vocab_size, cfg.hidden_size, param_dtype=pdt,
-        dtype=cdt, embedding_init=_normal(cfg, ("vocab", "embed")))
-    self.position_embeddings = nn.Embed(
-        cfg.max_position_embeddings, cfg.hidden_size, param_dtype=pdt,
-        dtype=cdt, embedding_init=_normal(cfg, ("position", "embed")))
-    self.token_type_embeddings = nn.Embed(
-        cfg.type_vocab_size, cfg.hidden_size, param_dtype=pdt,
-        dtype=cdt, embedding_init=_normal(cfg, ("type_vocab", "embed")))
+    pdt, width = cfg.weights_dtype, cfg.embedding_dim
+    embed = lambda rows, axes: nn.Embed(  # noqa: E731
+        rows, width, param_dtype=pdt, dtype=cfg.compute_dtype,
+        embedding_init=_normal(cfg, axes))
+    self.word_embeddings = embed(cfg.vocab_size, ("vocab", "embed"))
+    if cfg.position_embedding == "learned":
+      self.position_embeddings = embed(cfg.max_position_embeddings, ("position", "embed"))
+    self.token_type_embeddings = embed(cfg.type_vocab_size, ("type_vocab", "embed"))
     self.layer_norm = layer_norm(cfg, "layer_norm")
     self.dropout = nn.Dropout(cfg.hidden_dropout_prob)
+    if width != cfg.hidden_size:
+      self.projection = dense(cfg, cfg.hidden_size, (None, "embed"), "projection",
+                              cfg.use_bias)
 
-  def __call__(self, input_ids, token_type_ids, deterministic: bool):
-    length = input_ids.shape[-1]
-    if length > self.cfg.max_position_embeddings:
-      raise ValueError(
-          f"sequence length {length} exceeds model.max_position_embeddings="
-          f"{self.cfg.max_position_embeddings}")
-    x = (self.word_embeddings(input_ids)
-         + self.position_embeddings(jnp.arange(length)[None, :])
-         + self.token_type_embeddings(token_type_ids))
-    x = self.layer_norm(x)
+  def __call__(self, input_ids, token_type_ids, positions, deterministic: bool):
+    x = self.word_embeddings(input_ids)
+    if self.cfg.position_embedding == "learned":
+      length = input_ids.shape[-1]
+      if length > self.cfg.max_position_embeddings:
+        raise ValueError(
+            f"sequence length {length} exceeds model.max_position_embeddings="
+            f"{self.cfg.max_position_embeddings}")
+      x = x + self.position_embeddings(positions)
+    x = self.layer_norm(x + self.token_type_embeddings(token_type_ids))
     x = nn.with_logical_constraint(x, ("batch", "length", "embed"))
-    return self.dropout(x, deterministic=deterministic)
+    x = self.dropout(x, deterministic=deterministic)
+    if self.cfg.embedding_dim != self.cfg.hidden_size:
+      x = nn.with_logical_constraint(self.projection(x), ("batch", "length", "embed"))
+    return x
 
   def attend(self, x):
     """Scores against the word-embedding table (the tied MLM decoder)."""
-    # Pin x to [batch, ..., embed] sharding before the [vocab, embed] table: without it
-    # XLA (jax 0.10, Shardy) computed wrong gradients on meshes with data, fsdp and
-    # tensor all > 1 (tests/test_parallel.py, mesh (2, 2, 2)).
-    x = nn.with_logical_constraint(x, ("batch",) + (None,) * (x.ndim - 2) + ("embed",))
-    return self.word_embeddings.attend(x)
+    return self.word_embeddings.attend(pin_to_embed(x))
+
+
+def pin_to_embed(x):
+  """Pins x to [batch, ..., embed] sharding before a [embed, vocab] product: without it
+  XLA (jax 0.10, Shardy) computed wrong gradients on meshes with data, fsdp and tensor
+  all > 1 (tests/test_parallel.py, mesh (2, 2, 2))."""
+  return nn.with_logical_constraint(x, ("batch",) + (None,) * (x.ndim - 2) + ("embed",))
 
 
 def attention_bias(attention_mask: jax.Array, dtype: Dtype) -> jax.Array:
@@ -148,19 +191,35 @@ def attention_bias(attention_mask: jax.Array, dtype: Dtype) -> jax.Array:
   return jnp.where(keep, jnp.zeros((), dtype), jnp.finfo(dtype).min)
 
 
+def rotary(x: jax.Array, positions: jax.Array, base: float = 10000.0) -> jax.Array:
+  """Rotary position embedding (RoFormer, Su et al. 2021) of [batch, length, heads, kv].
+
+  Pairs dimension i with i + kv/2 (the GPT-NeoX / HF `rotate_half` convention) and
+  rotates the pair by positions * base ** (-2i / kv). positions: [batch or 1, length].
+  """
+  half = x.shape[-1] // 2
+  freq = base ** (-jnp.arange(half, dtype=jnp.float32) / half)          # [half]
+  angle = positions.astype(jnp.float32)[..., None, None] * freq            # [b, l, 1, half]
+  sin, cos = jnp.sin(angle), jnp.cos(angle)
+  x1, x2 = x[..., :half].astype(jnp.float32), x[..., half:].astype(jnp.float32)
+  return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], -1).astype(x.dtype)
+
+
 class SelfAttention(nn.Module):
   """Multi-head self-attention; q/k/v kernels are [embed, heads, kv]."""
   cfg: ModelConfig
 
   @nn.compact
-  def __call__(self, x, bias, deterministic: bool):
+  def __call__(self, x, bias, positions, deterministic: bool):
     cfg = self.cfg
     head_dim = cfg.head_dim
     shape = (cfg.num_heads, head_dim)
     axes = ("embed", "heads", "kv")
-    q = dense(cfg, shape, axes, "query")(x)  # [batch, length, heads, kv]
-    k = dense(cfg, shape, axes, "key")(x)
-    v = dense(cfg, shape, axes, "value")(x)
+    q = dense(cfg, shape, axes, "query", cfg.use_bias)(x)  # [batch, length, heads, kv]
+    k = dense(cfg, shape, axes, "key", cfg.use_bias)(x)
+    v = dense(cfg, shape, axes, "value", cfg.use_bias)(x)
+    if cfg.position_embedding == "rotary":
+      q, k = rotary(q, positions), rotary(k, positions)
     q = nn.with_logical_constraint(q, ("batch", "length", "heads", "kv"))
     k = nn.with_logical_constraint(k, ("batch", "length", "heads", "kv"))
     v = nn.with_logical_constraint(v, ("batch", "length", "heads", "kv"))
@@ -184,11 +243,73 @@ class SelfAttention(nn.Module):
     else:
       raise AssertionError(cfg.attention_impl)  # ModelConfig validated it
     context = nn.with_logical_constraint(context, ("batch", "length", "heads", "kv"))
-    return dense(cfg, cfg.hidden_size, ("heads", "kv", "embed"), "output")(context)
+    return dense(cfg, cfg.hidden_size, ("heads", "kv", "embed"), "output", cfg.use_bias,
+                 residual_std(cfg))(context)
+
+
+def _residual(cfg, x, sublayer: Callable, norm_name: str, deterministic: bool):
+  """x + sublayer, normed after (post-LN, BERT) or before (pre-LN) by `model.norm_placement`.
+
+  Called from a compact module, whose child the norm becomes.
+  """
+  drop = nn.Dropout(cfg.hidden_dropout_prob)
+  norm = layer_norm(cfg, norm_name)
+  if cfg.norm_placement == "pre":
+    return x + drop(sublayer(norm(x)), deterministic=deterministic)
+  return norm(x + drop(sublayer(x), deterministic=deterministic))
+
+
+def attention_sublayer(cfg, x, bias, positions, deterministic: bool):
+  """Self-attention with its residual and norm ('attention', 'attention_layer_norm')."""
+  attend = lambda h: SelfAttention(cfg, name="attention")(h, bias, positions,  # noqa: E731
+                                                          deterministic)
+  return _residual(cfg, x, attend, "attention_layer_norm", deterministic)
+
+
+def ffn_sublayer(cfg, x, bias, positions, deterministic: bool):
+  """Feed-forward with its residual and norm ('intermediate', [gated: 'intermediate_gate'],
+  'output', 'output_layer_norm')."""
+  del bias, positions
+
+  def ffn(h):
+    up = dense(cfg, cfg.intermediate_size, ("embed", "mlp"), "intermediate", cfg.use_bias)
+    act = activation(cfg.hidden_act)
+    if is_gated(cfg.hidden_act):
+      gate = dense(cfg, cfg.intermediate_size, ("embed", "mlp"), "intermediate_gate",
+                   cfg.use_bias)
+      y = act(gate(h)) * up(h)
+    else:
+      y = act(up(h))
+    y = nn.with_logical_constraint(y, ("batch", "length", "mlp"))
+    return dense(cfg, cfg.hidden_size, ("mlp", "embed"), "output", cfg.use_bias,
+                 residual_std(cfg))(y)
+  return _residual(cfg, x, ffn, "output_layer_norm", deterministic)
+
+
+SUBLAYERS = {"attention": attention_sublayer, "ffn": ffn_sublayer}
+# `model.share_layers` -> the sublayers one set of parameters serves in every layer
+# (ALBERT, Lan et al. 2020: cross-layer sharing of all, attention or feed-forward).
+SHARED_SUBLAYERS = {"none": (), "all": ("attention", "ffn"), "attention": ("attention",),
+                    "ffn": ("ffn",)}
+
+
+class SharedSublayers(nn.Module):
+  """The sublayers in `parts` with their own parameters (the shared ones, applied
+  functionally inside every layer: an `nn.scan` cannot broadcast part of a layer)."""
+  cfg: ModelConfig
+  parts: tuple[str, ...]
+
+  @nn.compact
+  def __call__(self, x, bias, positions, deterministic: bool):
+    for part in self.parts:
+      x = SUBLAYERS[part](self.cfg, x, bias, positions, deterministic)
+    return x
 
 
 class TransformerLayer(nn.Module):
-  """One post-LN BERT layer: attention -> add & norm -> FFN -> add & norm.
+  """One BERT layer: attention -> add & norm -> FFN -> add & norm (post-LN), or the
+  pre-LN order. Sublayers named by `model.share_layers` use the encoder's `shared`
+  parameters instead of their own.
 
   `scan_carry=True` returns `(x, None)`, the (carry, output) pair `nn.scan` expects.
   """
@@ -196,16 +317,16 @@ class TransformerLayer(nn.Module):
   scan_carry: bool = False
 
   @nn.compact
-  def __call__(self, x, bias, deterministic: bool):
+  def __call__(self, x, bias, positions, shared, deterministic: bool):
     cfg = self.cfg
-    drop = nn.Dropout(cfg.hidden_dropout_prob)
-    h = SelfAttention(cfg, name="attention")(x, bias, deterministic)
-    x = layer_norm(cfg, "attention_layer_norm")(x + drop(h, deterministic=deterministic))
-    h = dense(cfg, cfg.intermediate_size, ("embed", "mlp"), "intermediate")(x)
-    h = nn.with_logical_constraint(h, ("batch", "length", "mlp"))
-    h = activation(cfg.hidden_act)(h)
-    h = dense(cfg, cfg.hidden_size, ("mlp", "embed"), "output")(h)
-    x = layer_norm(cfg, "output_layer_norm")(x + drop(h, deterministic=deterministic))
+    shared_parts = SHARED_SUBLAYERS[cfg.share_layers]
+    for part in ("attention", "ffn"):
+      if part in shared_parts:
+        rngs = {} if deterministic else {"dropout": self.make_rng("dropout")}
+        x = SharedSublayers(cfg, (part,), parent=None).apply(
+            {"params": shared}, x, bias, positions, deterministic, rngs=rngs)
+      else:
+        x = SUBLAYERS[part](cfg, x, bias, positions, deterministic)
     x = nn.with_logical_constraint(x, ("batch", "length", "embed"))
     return (x, None) if self.scan_carry else x
 
@@ -217,33 +338,43 @@ REMAT_POLICIES = {
 }
 
 
-def layer_class(cfg: ModelConfig, scan_carry: bool = False):
+def layer_class(cfg, scan_carry: bool = False):
   """TransformerLayer, wrapped in `nn.remat` as `model.remat_policy` asks."""
   if cfg.remat_policy == "none":
     return TransformerLayer
-  # static_argnums counts `self`: (self, x, bias, deterministic).
+  # static_argnums counts `self`: (self, x, bias, positions, shared, deterministic).
   return nn.remat(TransformerLayer, policy=REMAT_POLICIES[cfg.remat_policy],
-                  static_argnums=(3,), prevent_cse=not scan_carry)
+                  static_argnums=(5,), prevent_cse=not scan_carry)
 
 
 class Encoder(nn.Module):
-  """`num_layers` transformer layers: layer_0 ... layer_{N-1}, or one scanned `layers`."""
+  """`num_layers` transformer layers: layer_0 ... layer_{N-1}, or one scanned `layers`;
+  parameters shared across layers (`model.share_layers`) in `shared`; pre-LN ends
+  with `final_layer_norm`."""
   cfg: ModelConfig
 
   @nn.compact
-  def __call__(self, x, bias, deterministic: bool):
+  def __call__(self, x, bias, positions, deterministic: bool):
     cfg = self.cfg
+    shared = None
+    if SHARED_SUBLAYERS[cfg.share_layers]:
+      block = SharedSublayers(cfg, SHARED_SUBLAYERS[cfg.share_layers])
+      shared = self.param("shared", lambda rng: block.init(
+          {"params": rng}, x, bias, positions, True)["params"])
     if cfg.scan_layers:
       scanned = nn.scan(
           layer_class(cfg, scan_carry=True),
           variable_axes={"params": 0}, split_rngs={"params": True, "dropout": True},
-          in_axes=(nn.broadcast, nn.broadcast), length=cfg.num_layers,
+          in_axes=(nn.broadcast,) * 4, length=cfg.num_layers,
           metadata_params={nn.PARTITION_NAME: "layers"})
-      x, _ = scanned(cfg, scan_carry=True, name="layers")(x, bias, deterministic)
-      return x
-    layer = layer_class(cfg)
-    for i in range(cfg.num_layers):
-      x = layer(cfg, name=f"layer_{i}")(x, bias, deterministic)
+      x, _ = scanned(cfg, scan_carry=True, name="layers")(x, bias, positions, shared,
+                                                          deterministic)
+    else:
+      layer = layer_class(cfg)
+      for i in range(cfg.num_layers):
+        x = layer(cfg, name=f"layer_{i}")(x, bias, positions, shared, deterministic)
+    if cfg.norm_placement == "pre":
+      x = layer_norm(cfg, "final_layer_norm")(x)
     return x
 
 
@@ -262,8 +393,9 @@ class BertModel(nn.Module):
       token_type_ids = jnp.zeros_like(input_ids)
     if attention_mask is None:
       attention_mask = jnp.ones_like(input_ids)
-    x = self.embeddings(input_ids, token_type_ids, deterministic)
+    positions = jnp.arange(input_ids.shape[-1])[None, :]   # [1, length]
+    x = self.embeddings(input_ids, token_type_ids, positions, deterministic)
     bias = attention_bias(attention_mask, jnp.float32)
-    sequence_output = self.encoder(x, bias, deterministic)
+    sequence_output = self.encoder(x, bias, positions, deterministic)
     pooled_output = jnp.tanh(self.pooler(sequence_output[:, 0]))
     return {"sequence_output": sequence_output, "pooled_output": pooled_output}

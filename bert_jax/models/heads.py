@@ -33,7 +33,8 @@ import jax
 import jax.numpy as jnp
 
 from bert_jax.config import ModelConfig
-from bert_jax.models.bert import BertModel, _zeros, activation, dense, layer_norm
+from bert_jax.models.bert import (BertModel, _zeros, activation, dense, layer_norm,
+                                  pin_to_embed)
 
 
 def gather_positions(sequence: jax.Array, positions: jax.Array) -> jax.Array:
@@ -42,16 +43,25 @@ def gather_positions(sequence: jax.Array, positions: jax.Array) -> jax.Array:
 
 
 class MaskedLMHead(nn.Module):
-  """dense -> activation -> LayerNorm -> decoder tied to word embeddings + bias."""
+  """dense -> activation -> norm -> decoder + bias.
+
+  The decoder is the word-embedding table (`model.tie_word_embeddings`, as BERT) or
+  its own [embedding_size, vocab] `decoder` kernel. The transform maps to the
+  embedding width (ALBERT's factorised embeddings: `model.embedding_size`).
+  """
   cfg: ModelConfig
 
   @nn.compact
   def __call__(self, hidden, embeddings):
     cfg = self.cfg
-    h = dense(cfg, cfg.hidden_size, ("embed", "mlp"), "transform")(hidden)
+    h = dense(cfg, cfg.embedding_dim, ("embed", "mlp"), "transform")(hidden)
     h = activation(cfg.hidden_act)(h)
     h = layer_norm(cfg, "transform_layer_norm")(h)
-    logits = embeddings.attend(h)  # [..., vocab]
+    if cfg.tie_word_embeddings:
+      logits = embeddings.attend(h)  # [..., vocab]
+    else:
+      logits = dense(cfg, cfg.vocab_size, ("embed", "vocab"), "decoder",
+                     use_bias=False)(pin_to_embed(h))
     bias = self.param("output_bias", _zeros(("vocab",)), (cfg.vocab_size,),
                       cfg.weights_dtype)
     return logits.astype(jnp.float32) + bias.astype(jnp.float32)

@@ -1,0 +1,127 @@
+"""The table of parameter rules (bert_jax/models/params.py) and its consumers: weight
+decay, layer-wise LR decay, the scanned layout, and pretrained weights into task models
+from scanned and per-layer pretraining workdirs."""
+import flax.linen as nn
+import jax
+import numpy as np
+import optax
+import pytest
+
+from bert_jax import parallel
+from bert_jax.models import BertForPreTraining, BertForSequenceClassification
+from bert_jax.models import params as params_lib
+from bert_jax.train import checkpoint, finetune, optim, state as state_lib
+from configs import common
+
+LAYERS = 3
+
+
+def model_config(scan: bool):
+  c = common.model_config("tiny", vocab_size=64)
+  c.hidden_size, c.num_heads, c.intermediate_size, c.num_layers = 16, 2, 32, LAYERS
+  c.max_position_embeddings = 16
+  c.scan_layers = scan
+  return c
+
+
+def sharded_state(model, seed):
+  mesh_cfg = common.mesh_config()
+  mesh = parallel.create_mesh(mesh_cfg, jax.devices()[:1])
+  dummy = np.zeros((1, 8), np.int32)
+  state, _ = state_lib.create_sharded_state(
+      model, optax.sgd(0.1), (dummy, dummy, dummy), jax.random.PRNGKey(seed), mesh,
+      parallel.logical_axis_rules(mesh_cfg))
+  return state
+
+
+def abstract_params(model):
+  """The params of `model` as ShapeDtypeStructs on the one device (nothing compiled)."""
+  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  shapes = jax.eval_shape(lambda: nn.meta.unbox(model.init(
+      jax.random.PRNGKey(0), np.zeros((1, 8), np.int32))["params"]))
+  return jax.tree_util.tree_map(
+      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), shapes)
+
+
+@pytest.fixture(scope="module")
+def task_states():
+  """{scan_layers: a sequence-classification TrainState}."""
+  return {scan: sharded_state(BertForSequenceClassification(model_config(scan), 3), 9)
+          for scan in (False, True)}
+
+
+@pytest.fixture(scope="module")
+def workdirs(tmp_path_factory):
+  """{scan_layers: (workdir, per-layer params)} of two pretraining checkpoints."""
+  out = {}
+  for scan in (False, True):
+    workdir = tmp_path_factory.mktemp(f"pretrain_scan_{scan}")
+    state = sharded_state(BertForPreTraining(model_config(scan)), seed=int(scan))
+    ck = checkpoint.Checkpointer(str(workdir / "checkpoints"))
+    ck.save(5, state, {"position": 0})
+    ck.close()
+    out[scan] = (str(workdir), params_lib.to_per_layer(jax.device_get(state.params)))
+  return out
+
+
+@pytest.mark.parametrize("source_scan", [False, True], ids=["from_per_layer", "from_scanned"])
+@pytest.mark.parametrize("task_scan", [False, True], ids=["into_per_layer", "into_scanned"])
+def test_finetune_starts_from_every_pretrained_encoder_leaf(workdirs, task_states,
+                                                            source_scan, task_scan):
+  workdir, source = workdirs[source_scan]
+  task = task_states[task_scan]
+  assert params_lib.is_scanned(task.params) == task_scan
+  merged = finetune.merge_params(task.params, finetune.load_bert_jax_workdir(workdir))
+  assert params_lib.is_scanned(merged) == task_scan
+  got = dict(params_lib.flatten(params_lib.to_per_layer(jax.device_get(merged))))
+  want = dict(params_lib.flatten(source))
+  encoder = [p for p in want if p.startswith("bert/")]
+  assert len(encoder) == 5 + 16 * LAYERS + 2   # embeddings, layers, pooler
+  for path in encoder:
+    np.testing.assert_array_equal(got[path], want[path], err_msg=path)
+  # The classifier is the task model's own init.
+  np.testing.assert_array_equal(merged["classifier"]["kernel"],
+                                task.params["classifier"]["kernel"])
+
+  scales = finetune.layer_scales(merged, LAYERS, 0.5)
+  kernel = "attention/query/kernel"
+  if task_scan:
+    per_layer = np.asarray(scales["bert"]["encoder"]["layers"]["attention"]["query"]
+                           ["kernel"]).ravel()
+  else:
+    per_layer = [float(scales["bert"]["encoder"][f"layer_{i}"]["attention"]["query"]
+                       ["kernel"]) for i in range(LAYERS)]
+  # decay ** (L + 1 - depth), depth = i + 1 for layer i
+  np.testing.assert_allclose(per_layer, [0.5 ** (LAYERS - i) for i in range(LAYERS)],
+                             err_msg=kernel)
+  assert float(scales["bert"]["embeddings"]["word_embeddings"]["embedding"]) == 0.5 ** 4
+  assert float(scales["classifier"]["kernel"]) == 1.0
+
+
+@pytest.mark.parametrize("source_scan", [False, True], ids=["from_per_layer", "from_scanned"])
+def test_restore_params_converts_the_layout_to_the_target(workdirs, source_scan):
+  workdir, source = workdirs[source_scan]
+  target = abstract_params(BertForPreTraining(model_config(not source_scan)))
+  restored = checkpoint.restore_params(f"{workdir}/checkpoints", target=target)
+  assert params_lib.is_scanned(restored) == (not source_scan)
+  jax.tree_util.tree_map(np.testing.assert_array_equal,
+                         params_lib.to_per_layer(jax.device_get(restored)), source)
+
+
+def test_mismatched_checkpoint_names_every_leaf(workdirs):
+  workdir, _ = workdirs[False]
+  c = model_config(False)
+  c.intermediate_size = 48
+  task = abstract_params(BertForSequenceClassification(c, 2))
+  with pytest.raises(ValueError, match=r"bert/encoder/layer_0/intermediate/kernel: "
+                                       r"init.checkpoint shape \(16, 32\), model \(16, 48\)"):
+    finetune.merge_params(task, finetune.load_bert_jax_workdir(workdir))
+
+
+def test_weight_decay_mask_skips_biases_and_norms_in_both_layouts():
+  for scan in (False, True):
+    shapes = abstract_params(BertForPreTraining(model_config(scan)))
+    mask = dict(params_lib.flatten(optim.decay_mask(shapes)))
+    for path, decays in mask.items():
+      leaf = path.rsplit("/", 1)[-1]
+      assert decays == (leaf in ("kernel", "embedding")), path

@@ -1,0 +1,130 @@
+"""Architecture switches (`model.*`, bert_jax/models/bert.py): parameter counts against
+closed-form formulas, scanned == per-layer, one sharded train step on a (2, 2, 2) mesh
+per switch value (one subprocess for all), and what each switch computes."""
+import json
+import os
+import subprocess
+import sys
+
+import flax.linen as nn
+import jax
+import numpy as np
+import pytest
+
+from bert_jax.models import BertForPreTraining
+from bert_jax.models import params as params_lib
+from configs import common
+from tests import mesh_worker
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+V, H, L, HEADS, I, P, T, E = 64, 32, 3, 4, 48, 24, 2, 16
+
+# Every non-default value of every switch (the defaults are BERT).
+SWITCH_VALUES = [
+    ("norm_placement", "pre"), ("norm_type", "rmsnorm"),
+    ("position_embedding", "rotary"), ("position_embedding", "none"),
+    ("hidden_act", "gelu_new"), ("hidden_act", "relu"), ("hidden_act", "geglu"),
+    ("hidden_act", "swiglu"), ("use_bias", False), ("tie_word_embeddings", False),
+    ("embedding_size", E), ("share_layers", "all"), ("share_layers", "attention"),
+    ("share_layers", "ffn"), ("init_scheme", "depth_scaled"),
+]
+IDS = [f"{k}={v}" for k, v in SWITCH_VALUES]
+
+
+def model_config(**overrides):
+  c = common.model_config("tiny", vocab_size=V)
+  c.hidden_size, c.num_layers, c.num_heads, c.intermediate_size = H, L, HEADS, I
+  c.max_position_embeddings, c.type_vocab_size = P, T
+  c.hidden_dropout_prob = c.attention_dropout_prob = 0.0
+  c.update(overrides)
+  return c
+
+
+def closed_form_count(c) -> int:
+  """The parameter count of BertForPreTraining(c), from the architecture's definition."""
+  e = c.embedding_size or c.hidden_size
+  h, i = c.hidden_size, c.intermediate_size
+  norm = lambda n: n if c.norm_type == "rmsnorm" else 2 * n   # noqa: E731  scale (+ bias)
+  b = 1 if c.use_bias else 0
+  embeddings = (c.vocab_size + c.type_vocab_size) * e + norm(e)
+  embeddings += c.max_position_embeddings * e if c.position_embedding == "learned" else 0
+  embeddings += e * h + b * h if e != h else 0                      # factorised: projection
+  attention = 4 * h * h + b * 4 * h + norm(h)                       # q, k, v, o + norm
+  inputs = 2 if c.hidden_act in ("geglu", "swiglu") else 1          # gated: two projections
+  ffn = inputs * (h * i + b * i) + i * h + b * h + norm(h)
+  copies = {"none": (c.num_layers, c.num_layers), "all": (1, 1),
+            "attention": (1, c.num_layers), "ffn": (c.num_layers, 1)}[c.share_layers]
+  encoder = copies[0] * attention + copies[1] * ffn
+  encoder += norm(h) if c.norm_placement == "pre" else 0            # final norm
+  pooler = h * h + h
+  mlm = h * e + e + norm(e) + c.vocab_size                          # transform, norm, bias
+  mlm += e * c.vocab_size if not c.tie_word_embeddings else 0       # untied decoder
+  nsp = 2 * h + 2
+  return embeddings + encoder + pooler + mlm + nsp
+
+
+def init_params(c, seed=0):
+  ids = np.zeros((1, 8), np.int32)
+  return nn.meta.unbox(BertForPreTraining(c).init(jax.random.PRNGKey(seed), ids)["params"])
+
+
+def batch(seed=0, batch_size=3, length=12):
+  r = np.random.default_rng(seed)
+  ids = r.integers(5, V, (batch_size, length)).astype(np.int32)
+  types = (np.arange(length) >= length // 2).astype(np.int32)[None].repeat(batch_size, 0)
+  mask = np.ones_like(ids)
+  mask[1, 8:] = 0
+  return ids, types, mask
+
+
+def loss(c, params, seed=0):
+  ids, types, mask = batch(seed)
+  out = BertForPreTraining(c).apply({"params": params}, ids, types, mask)
+  logp = jax.nn.log_softmax(out["mlm_logits"])
+  labels = np.random.default_rng(seed + 1).integers(0, V, ids.shape)
+  mlm = -np.take_along_axis(np.asarray(logp), labels[..., None], -1)[..., 0]
+  return float((mlm * mask).sum() / mask.sum() + jax.nn.logsumexp(out["nsp_logits"]).mean())
+
+
+@pytest.mark.parametrize("field,value", [("norm_placement", "post")] + SWITCH_VALUES,
+                         ids=["bert"] + IDS)
+def test_parameter_count_is_the_closed_form(field, value):
+  for scan in (False, True):
+    c = model_config(**{field: value, "scan_layers": scan})
+    shapes = jax.eval_shape(lambda c=c: init_params(c))
+    count = sum(int(np.prod(x.shape)) for x in jax.tree_util.tree_leaves(shapes))
+    assert count == closed_form_count(c), (field, value, scan)
+
+
+@pytest.mark.parametrize("field,value", SWITCH_VALUES, ids=IDS)
+def test_scanned_and_per_layer_give_the_same_loss(field, value):
+  c = model_config(**{field: value})
+  params = init_params(c)
+  scanned = params_lib.to_scanned(params)
+  want = loss(c, params)
+  got = loss(model_config(**{field: value, "scan_layers": True}), scanned)
+  assert np.isfinite(want)
+  assert abs(got - want) <= 1e-5 * abs(want), (got, want)
+
+
+@pytest.fixture(scope="module")
+def mesh_runs():
+  env = {**os.environ, "JAX_PLATFORMS": "cpu",
+         "XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
+  proc = subprocess.run([sys.executable, "-m", "tests.mesh_worker", "switches"], cwd=REPO,
+                        env=env, capture_output=True, text=True, timeout=900)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("field,value", SWITCH_VALUES, ids=IDS)
+def test_train_steps_on_a_2x2x2_mesh_equal_one_device(mesh_runs, field, value):
+  tiny = {"embedding_size": 16}   # mesh_worker's model is 32 wide: 16 factorises it
+  names = [n for n, combo in mesh_worker.SWITCH_COMBOS.items()
+           if combo.get(field) == tiny.get(field, value)]
+  assert names, f"no combination in tests/mesh_worker.py sets model.{field}={value!r}"
+  for name in names:
+    ref, got = np.asarray(mesh_runs[name]["1x1x1"]), np.asarray(mesh_runs[name]["2x2x2"])
+    assert len(got) == mesh_worker.SWITCH_STEPS and np.isfinite(got).all()
+    assert ref[1] != ref[0]   # the step moved the model
+    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=0, err_msg=name)
