@@ -8,6 +8,7 @@ import optax
 import pytest
 
 from bert_jax import parallel
+from bert_jax.config import ModelConfig
 from bert_jax.models import BertForPreTraining, BertForSequenceClassification
 from bert_jax.models import params as params_lib
 from bert_jax.train import checkpoint, finetune, optim, state as state_lib
@@ -21,7 +22,7 @@ def model_config(scan: bool):
   c.hidden_size, c.num_heads, c.intermediate_size, c.num_layers = 16, 2, 32, LAYERS
   c.max_position_embeddings = 16
   c.scan_layers = scan
-  return c
+  return ModelConfig.from_config(c)
 
 
 def sharded_state(model, seed):
@@ -110,8 +111,7 @@ def test_restore_params_converts_the_layout_to_the_target(workdirs, source_scan)
 
 def test_mismatched_checkpoint_names_every_leaf(workdirs):
   workdir, _ = workdirs[False]
-  c = model_config(False)
-  c.intermediate_size = 48
+  c = model_config(False).replace(intermediate_size=48)
   task = abstract_params(BertForSequenceClassification(c, 2))
   with pytest.raises(ValueError, match=r"bert/encoder/layer_0/intermediate/kernel: "
                                        r"init.checkpoint shape \(16, 32\), model \(16, 48\)"):

@@ -11,6 +11,7 @@ import jax
 import numpy as np
 import pytest
 
+from bert_jax.config import ModelConfig
 from bert_jax.models import BertForPreTraining
 from bert_jax.models import params as params_lib
 from configs import common
@@ -37,7 +38,7 @@ def model_config(**overrides):
   c.max_position_embeddings, c.type_vocab_size = P, T
   c.hidden_dropout_prob = c.attention_dropout_prob = 0.0
   c.update(overrides)
-  return c
+  return ModelConfig.from_config(c)
 
 
 def closed_form_count(c) -> int:
@@ -128,3 +129,62 @@ def test_train_steps_on_a_2x2x2_mesh_equal_one_device(mesh_runs, field, value):
     assert len(got) == mesh_worker.SWITCH_STEPS and np.isfinite(got).all()
     assert ref[1] != ref[0]   # the step moved the model
     np.testing.assert_allclose(got, ref, rtol=1e-5, atol=0, err_msg=name)
+
+
+# ------------------------------------------------------- what the switches compute
+
+
+@pytest.mark.parametrize("share", ["all", "attention", "ffn"])
+def test_shared_layers_equal_per_layer_copies_of_the_shared_weights(share):
+  """share_layers=X is a per-layer model whose X sublayers all hold the same weights."""
+  shared_cfg = model_config(share_layers=share)
+  params = init_params(shared_cfg, seed=1)
+  encoder = params["bert"]["encoder"]
+  layers = {f"layer_{i}": {**encoder.get(f"layer_{i}", {}), **encoder["shared"]}
+            for i in range(L)}
+  copies = {**params, "bert": {**params["bert"], "encoder": layers}}
+  ids, types, mask = batch()
+  want = BertForPreTraining(model_config()).apply({"params": copies}, ids, types, mask)
+  got = BertForPreTraining(shared_cfg).apply({"params": params}, ids, types, mask)
+  np.testing.assert_allclose(got["mlm_logits"], want["mlm_logits"], rtol=1e-6, atol=1e-6)
+
+
+def test_untied_decoder_holding_the_embeddings_equals_the_tied_one():
+  params = init_params(model_config())
+  untied = model_config(tie_word_embeddings=False)
+  table = params["bert"]["embeddings"]["word_embeddings"]["embedding"]
+  copy = {**params, "mlm": {**params["mlm"], "decoder": {"kernel": table.T}}}
+  ids, types, mask = batch()
+  want = BertForPreTraining(model_config()).apply({"params": params}, ids, types, mask)
+  got = BertForPreTraining(untied).apply({"params": copy}, ids, types, mask)
+  np.testing.assert_allclose(got["mlm_logits"], want["mlm_logits"], rtol=1e-6, atol=1e-6)
+
+
+def test_rotary_matches_transformers_llama():
+  import torch
+  from transformers import LlamaConfig
+  from transformers.models.llama import modeling_llama
+  from bert_jax.models.bert import rotary
+  b, n, heads, d = 2, 10, 3, 8
+  r = np.random.default_rng(0)
+  q, k = r.normal(size=(2, b, n, heads, d)).astype(np.float32)
+  positions = np.stack([np.arange(n), np.arange(n) + 5])          # [batch, length]
+  hf = modeling_llama.LlamaRotaryEmbedding(LlamaConfig(
+      hidden_size=heads * d, num_attention_heads=heads, max_position_embeddings=64))
+  tq, tk = (torch.from_numpy(x).transpose(1, 2) for x in (q, k))   # [b, heads, n, d]
+  cos, sin = hf(tq, torch.from_numpy(positions))
+  want_q, want_k = modeling_llama.apply_rotary_pos_emb(tq, tk, cos, sin)
+  got_q, got_k = rotary(q, positions), rotary(k, positions)
+  np.testing.assert_allclose(got_q, want_q.transpose(1, 2).numpy(), rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(got_k, want_k.transpose(1, 2).numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_depth_scaled_init_divides_output_projections_by_sqrt_2n():
+  c = model_config(init_scheme="depth_scaled", hidden_size=64, intermediate_size=256,
+                   num_heads=4)
+  layer = init_params(c)["bert"]["encoder"]["layer_1"]
+  ratio = np.std(layer["output"]["kernel"]) / np.std(layer["intermediate"]["kernel"])
+  attn = (np.std(layer["attention"]["output"]["kernel"])
+          / np.std(layer["attention"]["query"]["kernel"]))
+  for got in (ratio, attn):
+    assert abs(got - 1 / np.sqrt(2 * L)) < 0.05 / np.sqrt(2 * L), got
