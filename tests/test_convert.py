@@ -440,3 +440,46 @@ def test_help_and_readme_agree_google_checkpoints_need_no_tensorflow():
   readme = open(os.path.join(os.path.dirname(__file__), "..", "README.md"),
                 encoding="utf-8").read()
   assert "without TensorFlow" in readme and "falls back to TensorFlow" in readme
+
+
+# ------------------------------------------------------- architecture switches
+
+
+def switched_config(**switches):
+  from bert_jax.config import ModelConfig
+  return ModelConfig(vocab_size=113, hidden_size=48, num_layers=2, num_heads=4,
+                     intermediate_size=64, max_position_embeddings=32, **switches)
+
+
+def test_untied_decoder_exports_to_hf_and_back(tmp_path):
+  import flax.linen as nn
+  cfg = switched_config(tie_word_embeddings=False, hidden_act="relu")
+  ids = np.zeros((1, 4), np.int32)
+  params = nn.meta.unbox(BertForPreTraining(cfg).init(jax.random.PRNGKey(0), ids)["params"])
+  rng = np.random.default_rng(0)  # non-zero biases and norms: no slip hides behind zeros
+  params = jax.tree_util.tree_map(lambda x: np.asarray(x) + 0.05 * rng.normal(
+      size=x.shape).astype(np.float32), params)
+  dst = str(tmp_path / "hf")
+  formats.save(formats.Loaded(params, cfg, "test", "bert_jax"), dst, "hf")
+  back, info = transformers.BertForPreTraining.from_pretrained(
+      dst, local_files_only=True, attn_implementation="eager", output_loading_info=True)
+  assert not info["missing_keys"] and not info["unexpected_keys"], info
+  assert back.config.tie_word_embeddings is False
+  assert_pretraining_match(params, cfg, back.eval(), 113)
+  loaded = convert.load(dst)
+  assert loaded.model_config == cfg
+  assert_trees_equal(loaded.params, params)
+
+
+@pytest.mark.parametrize("field,value", [
+    ("norm_placement", "pre"), ("norm_type", "rmsnorm"), ("position_embedding", "rotary"),
+    ("position_embedding", "none"), ("hidden_act", "geglu"), ("hidden_act", "swiglu"),
+    ("use_bias", False), ("embedding_size", 16), ("share_layers", "all"),
+    ("share_layers", "attention"), ("share_layers", "ffn")])
+def test_export_of_what_hf_bert_cannot_express_names_the_field(tmp_path, field, value):
+  cfg = switched_config(**{field: value})
+  dst = str(tmp_path / "hf")
+  with pytest.raises(convert.ConversionError,
+                     match=rf"^model\.{field}={value!r} cannot be exported to HF BertModel"):
+    formats.save(formats.Loaded({}, cfg, "test", "bert_jax"), dst, "hf")
+  assert_no_output(dst)

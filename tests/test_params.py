@@ -17,21 +17,34 @@ from configs import common
 LAYERS = 3
 
 
-def model_config(scan: bool):
+# Every switch away from BERT at once (bert_jax/config.py).
+ABLATED = dict(norm_placement="pre", norm_type="rmsnorm", position_embedding="rotary",
+               hidden_act="swiglu", use_bias=False, tie_word_embeddings=False,
+               embedding_size=8, share_layers="attention", init_scheme="depth_scaled")
+
+
+def model_config(scan: bool, **switches):
   c = common.model_config("tiny", vocab_size=64)
   c.hidden_size, c.num_heads, c.intermediate_size, c.num_layers = 16, 2, 32, LAYERS
   c.max_position_embeddings = 16
   c.scan_layers = scan
+  c.update(switches)
   return ModelConfig.from_config(c)
 
 
-def sharded_state(model, seed):
+def one_device_mesh():
   mesh_cfg = common.mesh_config()
-  mesh = parallel.create_mesh(mesh_cfg, jax.devices()[:1])
-  dummy = np.zeros((1, 8), np.int32)
-  state, _ = state_lib.create_sharded_state(
-      model, optax.sgd(0.1), (dummy, dummy, dummy), jax.random.PRNGKey(seed), mesh,
-      parallel.logical_axis_rules(mesh_cfg))
+  return parallel.create_mesh(mesh_cfg, jax.devices()[:1]), parallel.logical_axis_rules(
+      mesh_cfg)
+
+
+DUMMY = (np.zeros((1, 8), np.int32),) * 3
+
+
+def sharded_state(model, seed, tx=optax.sgd(0.1)):
+  mesh, rules = one_device_mesh()
+  state, _ = state_lib.create_sharded_state(model, tx, DUMMY, jax.random.PRNGKey(seed),
+                                            mesh, rules)
   return state
 
 
@@ -125,3 +138,36 @@ def test_weight_decay_mask_skips_biases_and_norms_in_both_layouts():
     for path, decays in mask.items():
       leaf = path.rsplit("/", 1)[-1]
       assert decays == (leaf in ("kernel", "embedding")), path
+
+
+def test_ablated_checkpoint_restores_in_the_other_layout_and_fine_tunes(tmp_path):
+  """Every switch on, scanned, with Adam moments: resumes per-layer and fine-tunes."""
+  tx = optax.adam(1e-3)
+  scanned = BertForPreTraining(model_config(True, **ABLATED))
+  state = sharded_state(scanned, seed=2, tx=tx)
+  state = state.replace(opt_state=jax.tree_util.tree_map(lambda x: x + 1, state.opt_state))
+  ck = checkpoint.Checkpointer(str(tmp_path / "checkpoints"))
+  ck.save(3, state, {"position": 0})
+  ck.wait()
+
+  per_layer = BertForPreTraining(model_config(False, **ABLATED))
+  mesh, rules = one_device_mesh()
+  shardings = state_lib.state_shardings(per_layer, tx, DUMMY, jax.random.PRNGKey(0), mesh,
+                                        rules)
+  target = state_lib.abstract_state(shardings, per_layer, tx, DUMMY, jax.random.PRNGKey(0))
+  restored, _ = ck.restore(3, target)
+  ck.close()
+  want = params_lib.to_per_layer(jax.device_get(state.params))
+  assert "shared" in want["bert"]["encoder"] and "decoder" in want["mlm"]
+  jax.tree_util.tree_map(np.testing.assert_array_equal, jax.device_get(restored.params),
+                         want)
+  jax.tree_util.tree_map(np.testing.assert_array_equal,
+                         jax.device_get(restored.opt_state[0].mu),
+                         params_lib.to_per_layer(jax.device_get(state.opt_state[0].mu)))
+
+  for scan in (False, True):
+    task = abstract_params(BertForSequenceClassification(model_config(scan, **ABLATED), 2))
+    merged = finetune.merge_params(task, finetune.load_bert_jax_workdir(str(tmp_path)))
+    got = dict(params_lib.flatten(params_lib.to_per_layer(jax.device_get(merged))))
+    for path, value in params_lib.flatten(want["bert"], "bert"):
+      np.testing.assert_array_equal(got[path], value, err_msg=path)

@@ -78,19 +78,30 @@ def model_config_from_json(d: Mapping[str, Any], where: str,
   fields = {ours: d[theirs] for theirs, ours in {**_CONFIG_FIELDS,
                                                   **_OPTIONAL_FIELDS}.items() if theirs in d}
   fields["hidden_act"] = gelu if act == "gelu" else _ACT_FROM_HF[act]
+  fields["tie_word_embeddings"] = bool(d.get("tie_word_embeddings", True))
   try:
     return ModelConfig.from_dict(fields)
   except ValueError as e:
     raise ConversionError(f"{where}: {e}") from None
 
 
+def check_exportable(cfg) -> None:
+  """Raises ConversionError naming every switch value HF `BertModel` cannot express."""
+  bad = cfg.not_in_hf_bert()
+  if bad:
+    raise ConversionError(f"{', '.join(bad)} cannot be exported to HF BertModel "
+                          "(export the bert_jax params dir instead: --to=bert_jax)")
+
+
 def config_json(cfg, architectures=("BertForPreTraining",)) -> dict:
   """A `ModelConfig` -> an HF config.json dict (`transformers.BertConfig`)."""
+  check_exportable(cfg)
   out = {theirs: getattr(cfg, ours) for theirs, ours in {**_CONFIG_FIELDS,
                                                 **_OPTIONAL_FIELDS}.items()}
   out.update(architectures=list(architectures), model_type="bert",
              hidden_act=_ACT_TO_HF[cfg.hidden_act], pad_token_id=0,
-             position_embedding_type="absolute", tie_word_embeddings=True)
+             position_embedding_type="absolute",
+             tie_word_embeddings=cfg.tie_word_embeddings)
   return out
 
 
@@ -205,6 +216,7 @@ def hf_state_dict(params: Mapping[str, Any], cfg) -> dict[str, np.ndarray]:
   The exact inverse of `params_from_hf`; the tied decoder weight and bias are
   written out as copies, so loaders that do not tie weights still find them.
   """
+  check_exportable(cfg)
   sd: dict[str, np.ndarray] = {}
   for path, x in flatten(params_lib.to_per_layer(dict(params))):
     hit = params_lib.hf_module(path)
