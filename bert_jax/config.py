@@ -42,7 +42,7 @@ INIT_SCHEMES = ("bert", "depth_scaled")
 HF_BERT_VALUES = {
     "norm_placement": ("post",), "norm_type": ("layernorm",),
     "position_embedding": ("learned",), "hidden_act": HIDDEN_ACTS[:5],
-    "use_bias": (True,), "share_layers": ("none",),
+    "use_bias": (True,), "share_layers": ("none",), "qk_norm": (False,),
 }
 
 
@@ -80,6 +80,7 @@ class ModelConfig:
   embedding_size: int = 0           # 0 = hidden_size
   share_layers: str = "none"
   init_scheme: str = "bert"
+  qk_norm: bool = False             # normalise queries and keys per head
 
   def __post_init__(self):
     for f in dataclasses.fields(self):  # types: ints stay ints, floats floats, ...

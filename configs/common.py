@@ -72,6 +72,7 @@ def model_config(size: str, vocab_size: int = 30522) -> ml_collections.ConfigDic
   m.embedding_size = 0               # ALBERT factorised embeddings; 0 = hidden_size
   m.share_layers = "none"            # ALBERT cross-layer sharing: none | all | attention | ffn
   m.init_scheme = "bert"             # bert (trunc. normal initializer_range) | depth_scaled
+  m.qk_norm = False                  # norm (model.norm_type) on q and k per head (ViT-22B)
   return m
 
 

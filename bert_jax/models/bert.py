@@ -218,6 +218,8 @@ class SelfAttention(nn.Module):
     q = dense(cfg, shape, axes, "query", cfg.use_bias)(x)  # [batch, length, heads, kv]
     k = dense(cfg, shape, axes, "key", cfg.use_bias)(x)
     v = dense(cfg, shape, axes, "value", cfg.use_bias)(x)
+    if cfg.qk_norm:  # over each head's kv (Dehghani et al. 2023, ViT-22B; OLMo 2)
+      q, k = layer_norm(cfg, "query_norm")(q), layer_norm(cfg, "key_norm")(k)
     if cfg.position_embedding == "rotary":
       q, k = rotary(q, positions), rotary(k, positions)
     q = nn.with_logical_constraint(q, ("batch", "length", "heads", "kv"))
