@@ -86,7 +86,8 @@ SWITCH_COMBOS = {
         position_embedding="none", hidden_act="swiglu", tie_word_embeddings=False,
         embedding_size=16, share_layers="ffn", init_scheme="depth_scaled",
         scan_layers=False),
-    "relu_share_all": dict(hidden_act="relu", share_layers="all", scan_layers=True),
+    "relu_share_all_qk_norm": dict(hidden_act="relu", share_layers="all", qk_norm=True,
+                                   scan_layers=True),
     "gelu_new_untied_factorised_per_layer": dict(
         hidden_act="gelu_new", tie_word_embeddings=False, embedding_size=16,
         scan_layers=False),

@@ -475,7 +475,7 @@ def test_untied_decoder_exports_to_hf_and_back(tmp_path):
     ("norm_placement", "pre"), ("norm_type", "rmsnorm"), ("position_embedding", "rotary"),
     ("position_embedding", "none"), ("hidden_act", "geglu"), ("hidden_act", "swiglu"),
     ("use_bias", False), ("embedding_size", 16), ("share_layers", "all"),
-    ("share_layers", "attention"), ("share_layers", "ffn")])
+    ("share_layers", "attention"), ("share_layers", "ffn"), ("qk_norm", True)])
 def test_export_of_what_hf_bert_cannot_express_names_the_field(tmp_path, field, value):
   cfg = switched_config(**{field: value})
   dst = str(tmp_path / "hf")

@@ -27,7 +27,7 @@ SWITCH_VALUES = [
     ("hidden_act", "gelu_new"), ("hidden_act", "relu"), ("hidden_act", "geglu"),
     ("hidden_act", "swiglu"), ("use_bias", False), ("tie_word_embeddings", False),
     ("embedding_size", E), ("share_layers", "all"), ("share_layers", "attention"),
-    ("share_layers", "ffn"), ("init_scheme", "depth_scaled"),
+    ("share_layers", "ffn"), ("init_scheme", "depth_scaled"), ("qk_norm", True),
 ]
 IDS = [f"{k}={v}" for k, v in SWITCH_VALUES]
 
@@ -51,6 +51,7 @@ def closed_form_count(c) -> int:
   embeddings += c.max_position_embeddings * e if c.position_embedding == "learned" else 0
   embeddings += e * h + b * h if e != h else 0                      # factorised: projection
   attention = 4 * h * h + b * 4 * h + norm(h)                       # q, k, v, o + norm
+  attention += 2 * norm(h // c.num_heads) if c.qk_norm else 0       # per-head q, k norms
   inputs = 2 if c.hidden_act in ("geglu", "swiglu") else 1          # gated: two projections
   ffn = inputs * (h * i + b * i) + i * h + b * h + norm(h)
   copies = {"none": (c.num_layers, c.num_layers), "all": (1, 1),
