@@ -10,8 +10,9 @@ from `addressable_shards`.
 
 `python -m tests.mesh_worker switches` instead trains every combination in
 SWITCH_COMBOS (together they set every architecture switch to every non-default
-value, in both layouts) for SWITCH_STEPS steps on one device and on the (2, 2, 2)
-mesh, and reports the losses.
+value, in both layouts) for SWITCH_STEPS steps on the (2, 2, 2) mesh and reports the
+losses (equality with one device is checked for the default model above: a second
+run per combination would double the test's time).
 """
 import json
 import os
@@ -92,7 +93,7 @@ SWITCH_COMBOS = {
         hidden_act="gelu_new", tie_word_embeddings=False, embedding_size=16,
         scan_layers=False),
 }
-SWITCH_MESHES = [(1, 1, 1), (2, 2, 2)]
+SWITCH_MESH = (2, 2, 2)
 SWITCH_STEPS = 2
 
 
@@ -120,8 +121,7 @@ if __name__ == "__main__":
     sys.exit(f"needs 8 devices, found {jax.device_count()}: set XLA_FLAGS="
              "--xla_force_host_platform_device_count=8 before JAX starts")
   if sys.argv[1:] == ["switches"]:
-    print(json.dumps({name: {"x".join(map(str, m)): run(m, SWITCH_STEPS, **combo)["losses"]
-                             for m in SWITCH_MESHES}
+    print(json.dumps({name: run(SWITCH_MESH, SWITCH_STEPS, **combo)["losses"]
                       for name, combo in SWITCH_COMBOS.items()}))
   else:
     print(json.dumps({"x".join(map(str, m)): run(m) for m in MESHES}))

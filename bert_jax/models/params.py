@@ -52,15 +52,19 @@ PLACEHOLDERS = {
 }
 
 
-def _compile(template: str, sep: str = "/") -> re.Pattern:
-  """'bert/encoder/layer_{layer}/{rest}' -> a regex with a named group per {name}."""
+def _compile(template: str, literal: bool = False) -> re.Pattern:
+  """'bert/encoder/layer_{layer}/{rest}' -> a regex with a named group per {name}.
+
+  The text between placeholders is a regex for path rows, and literal text for
+  `literal=True` (HF names, whose dots are dots).
+  """
   parts = re.split(r"\{(\w+)\}", template)
   out = []
   for i, part in enumerate(parts):
     if i % 2:
       out.append(f"(?P<{part}>{PLACEHOLDERS[part]})")
     else:
-      out.append(re.escape(part) if sep == "." else part)  # path rows are regexes
+      out.append(re.escape(part) if literal else part)
   return re.compile("".join(out))
 
 
@@ -245,17 +249,18 @@ def _relayout(tree: Any, flat_fn: Callable[[dict], dict]) -> Any:
   return tree
 
 
-def _scanned_rows():
-  return [(r.regex, r.props["scanned"]) for r in RULES if "scanned" in r.props]
+def _layout_rows() -> list[tuple[Rule, re.Pattern]]:
+  """(per-layer row, regex of its scanned template) for each row naming `scanned`."""
+  return [(r, _compile(r.props["scanned"])) for r in RULES if "scanned" in r.props]
 
 
 def _to_scanned_flat(flat: dict) -> dict:
   out, groups = {}, {}
   for path, leaf in flat.items():
-    for regex, template in _scanned_rows():
-      m = regex.fullmatch(path)
+    for rule, _ in _layout_rows():
+      m = rule.regex.fullmatch(path)
       if m:
-        target = template.format(**m.groupdict())
+        target = rule.props["scanned"].format(**m.groupdict())
         groups.setdefault(target, {})[int(m["layer"])] = leaf
         break
     else:
@@ -270,34 +275,27 @@ def _to_scanned_flat(flat: dict) -> dict:
 
 def _to_per_layer_flat(flat: dict) -> dict:
   out = {}
+  stacked = [x.shape[0] for p, x in flat.items() if hasattr(x, "shape")
+             and any(scanned.fullmatch(p) for _, scanned in _layout_rows())]
   for path, leaf in flat.items():
-    for regex, template in _scanned_rows():
-      m = _compile(template).fullmatch(path)
+    for rule, scanned in _layout_rows():
+      m = scanned.fullmatch(path)
       if m:
-        n = leaf.shape[0] if hasattr(leaf, "shape") else None
-        if n is None:
-          raise ValueError(f"{path}: a scanned parameter without a [num_layers] axis")
-        for i in range(n):
-          out[regex_format(regex, {**m.groupdict(), "layer": str(i)})] = leaf[i]
+        n = leaf.shape[0] if hasattr(leaf, "shape") else stacked[0]
+        for i in range(n):  # a placeholder (MaskedNode, None) stands for every layer
+          value = leaf[i] if hasattr(leaf, "shape") else leaf
+          out[rule.pattern.format(**{**m.groupdict(), "layer": i})] = value
         break
     else:
       out[path] = leaf
   return out
 
 
-def regex_format(regex: re.Pattern, groups: Mapping[str, str]) -> str:
-  """Formats the row whose compiled template is `regex` with `groups`."""
-  for rule in RULES:
-    if rule.regex is regex:
-      return rule.pattern.format(**groups)
-  raise KeyError(regex.pattern)
-
-
 def is_scanned(tree: Any) -> bool:
   """True when a params tree (or state dict) holds scanned encoder layers."""
   if not isinstance(tree, Mapping):
     return False
-  regexes = [_compile(t) for _, t in _scanned_rows()]
+  regexes = [scanned for _, scanned in _layout_rows()]
   return any(r.fullmatch(p) for p, _ in flatten(tree) for r in regexes)
 
 
@@ -376,7 +374,7 @@ def hf_module(path: str) -> tuple[str, str, str] | None:
 
 @functools.lru_cache(maxsize=None)
 def _hf_rows() -> list[tuple[re.Pattern, Rule]]:
-  return [(_compile(r.props["hf"], sep="."), r) for r in RULES if "hf" in r.props]
+  return [(_compile(r.props["hf"], literal=True), r) for r in RULES if "hf" in r.props]
 
 
 def path_from_hf(module: str) -> tuple[str, str] | None:

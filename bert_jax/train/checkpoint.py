@@ -173,7 +173,7 @@ class Checkpointer:
                                 opt_state=s["opt_state"]), dict(restored["data"])
 
   def _saved_is_scanned(self, step: int) -> bool:
-    return any("/encoder/layers/" in f"/{k}" for k in self._saved_param_shapes(step) or {})
+    return params_lib.is_scanned(params_lib.unflatten(self._saved_param_shapes(step) or {}))
 
   def restore_latest(self, state_target) -> tuple[Any, dict, int] | None:
     """Newest checkpoint that restores; older ones are tried if a newer one is broken.
