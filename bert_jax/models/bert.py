@@ -1,4 +1,9 @@
-"""The BERT encoder in Flax Linen: embeddings, post-LN transformer layers, pooler.
+"""The BERT encoder in Flax Linen: embeddings, transformer layers, pooler.
+
+Architecture switches (`ModelConfig` fields, defaults = BERT): norm placement and type,
+learned / rotary / no positions, gated feed-forwards, biases, ALBERT's factorised
+embeddings and cross-layer sharing, depth-scaled init, q/k norms; each is one branch
+below (docs/design_notes.md lists the decisions).
 
 The modules are driven by a `ModelConfig` (`bert_jax/config.py`, built once from the
 `model` sub-config); an architecture ablation is one field there and one local branch
@@ -18,7 +23,8 @@ Logical axis names:
 With `model.scan_layers` the encoder runs one `nn.scan` over a single layer whose
 parameters carry a leading [num_layers] axis (`encoder/layers/...`), so compile time
 stays flat in depth; unscanned, the layers are `encoder/layer_{i}/...` (the layout of
-HF imports). `bert_jax/models/params.py` converts between the two.
+HF imports). `bert_jax/models/params.py` converts between the two. Parameters shared
+across layers (`model.share_layers`) live once in `encoder/shared/...` in both layouts.
 `model.remat_policy` recomputes each layer's activations in the backward pass.
 """
 
