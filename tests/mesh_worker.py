@@ -11,8 +11,9 @@ from `addressable_shards`.
 `python -m tests.mesh_worker switches` instead trains every combination in
 SWITCH_COMBOS (together they set every architecture switch to every non-default
 value, in both layouts) for SWITCH_STEPS steps on the (2, 2, 2) mesh and reports the
-losses (equality with one device is checked for the default model above: a second
-run per combination would double the test's time).
+losses; SWITCH_REFERENCE (the untied decoder next to factorised embeddings, the
+sharding the tied decoder once got wrong) also runs on one device for comparison. A
+one-device run of every combination would double the test's time.
 """
 import json
 import os
@@ -94,6 +95,7 @@ SWITCH_COMBOS = {
         scan_layers=False),
 }
 SWITCH_MESH = (2, 2, 2)
+SWITCH_REFERENCE = "nopos_swiglu_untied_factorised_share_ffn_depth_init"
 SWITCH_STEPS = 2
 
 
@@ -121,7 +123,10 @@ if __name__ == "__main__":
     sys.exit(f"needs 8 devices, found {jax.device_count()}: set XLA_FLAGS="
              "--xla_force_host_platform_device_count=8 before JAX starts")
   if sys.argv[1:] == ["switches"]:
-    print(json.dumps({name: run(SWITCH_MESH, SWITCH_STEPS, **combo)["losses"]
-                      for name, combo in SWITCH_COMBOS.items()}))
+    runs = {name: run(SWITCH_MESH, SWITCH_STEPS, **combo)["losses"]
+            for name, combo in SWITCH_COMBOS.items()}
+    runs["one_device"] = run((1, 1, 1), SWITCH_STEPS,
+                             **SWITCH_COMBOS[SWITCH_REFERENCE])["losses"]
+    print(json.dumps(runs))
   else:
     print(json.dumps({"x".join(map(str, m)): run(m) for m in MESHES}))

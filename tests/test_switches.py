@@ -134,6 +134,11 @@ def test_train_steps_run_on_a_2x2x2_mesh(mesh_runs, field, value):
     assert abs(losses[0] - np.log(mesh_worker.VOCAB) - np.log(2)) < 0.1, (name, losses)
 
 
+def test_untied_factorised_combination_on_2x2x2_equals_one_device(mesh_runs):
+  np.testing.assert_allclose(mesh_runs[mesh_worker.SWITCH_REFERENCE],
+                             mesh_runs["one_device"], rtol=1e-5, atol=0)
+
+
 # ------------------------------------------------------- what the switches compute
 
 
