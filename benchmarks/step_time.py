@@ -8,16 +8,8 @@ the machine, date and command). The step is the real one from
 `bert_jax.train.pretrain.train_step` on synthetic batches (random ids, 15% of positions
 predicted, random NSP labels), jitted with donated state as in training.
 
-MFU formula (model FLOPs, no rematerialisation counted), per step of B sequences of
-length s with P predictions each, L layers, hidden H, FFN I, vocab V:
-
-  forward = B*s*L*(8*H^2 + 4*H*I)      q,k,v,o projections and the FFN
-          + B*L*4*s^2*H                attention scores (QK^T) and context (PV)
-          + B*P*(2*H^2 + 2*H*V)        MLM transform and tied decoder, masked rows only
-          + B*2*H^2                    pooler
-  train   = 3 * forward                backward = 2x forward
-  MFU     = train / step_time / peak   peak: --peak_tflops (default 989.4, the H100
-                                       SXM dense bf16 figure of NVIDIA's datasheet)
+MFU: `bert_jax/perf.py` (formula in its docstring); the peak is the device's from
+`perf.PEAK_TFLOPS` unless --peak_tflops is given.
 """
 
 from __future__ import annotations
@@ -34,31 +26,13 @@ import flax.linen as nn  # noqa: E402
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
-from bert_jax import parallel  # noqa: E402
+from bert_jax import parallel, perf  # noqa: E402
 from bert_jax.config import ModelConfig  # noqa: E402
 from bert_jax.models import BertForPreTraining  # noqa: E402
 from bert_jax.train import optim, state as state_lib  # noqa: E402
 from bert_jax.train.pretrain import train_step  # noqa: E402
 from configs import pretrain as pretrain_config  # noqa: E402
-
-
-def train_flops(m, batch: int, seq: int, predictions: int) -> float:
-  H, L, I, V = m.hidden_size, m.num_layers, m.intermediate_size, m.vocab_size
-  forward = (batch * seq * L * (8 * H * H + 4 * H * I) + batch * L * 4 * seq * seq * H
-             + batch * predictions * (2 * H * H + 2 * H * V) + batch * 2 * H * H)
-  return 3.0 * forward
-
-
-def synthetic_batch(rng, batch, seq, predictions, vocab):
-  return {
-      "input_ids": rng.integers(5, vocab, (batch, seq)).astype(np.int32),
-      "token_type_ids": (np.arange(seq)[None, :] >= seq // 2).repeat(batch, 0).astype(np.int32),
-      "attention_mask": np.ones((batch, seq), np.int32),
-      "masked_lm_positions": np.sort(rng.integers(1, seq, (batch, predictions)), 1).astype(np.int32),
-      "masked_lm_ids": rng.integers(5, vocab, (batch, predictions)).astype(np.int32),
-      "masked_lm_weights": np.ones((batch, predictions), np.float32),
-      "next_sentence_label": rng.integers(0, 2, (batch,)).astype(np.int32),
-  }
+from synthetic import mlm_predictions, synthetic_batch  # noqa: E402
 
 
 def measure(size, seq, batch, dtype, attention, steps, vocab):
@@ -67,7 +41,7 @@ def measure(size, seq, batch, dtype, attention, steps, vocab):
   c.model.attention_impl = attention
   if attention != "einsum":
     c.model.attention_dropout_prob = 0.0  # jax.nn.dot_product_attention has no dropout
-  predictions = max(1, int(round(0.15 * seq)))
+  predictions = mlm_predictions(seq)
   mesh = parallel.create_mesh(c.mesh)
   rules = parallel.logical_axis_rules(c.mesh)
   model = BertForPreTraining(ModelConfig.from_config(c.model))
@@ -97,7 +71,7 @@ def measure(size, seq, batch, dtype, attention, steps, vocab):
     step_s = (time.perf_counter() - t0) / steps
   stats = jax.devices()[0].memory_stats() or {}
   peak_gib = stats.get("peak_bytes_in_use", float("nan")) / 2**30
-  flops = train_flops(c.model, batch, seq, predictions)
+  flops = perf.train_flops(c.model, batch, seq, predictions)
   return dict(compile_s=compile_s, step_ms=step_s * 1e3, seq_per_s=batch / step_s,
               tflops=flops / step_s / 1e12, peak_gib=peak_gib,
               loss=float(metrics["loss"]))
@@ -112,8 +86,10 @@ def main():
   p.add_argument("--attention", default="einsum")
   p.add_argument("--steps", type=int, default=20)
   p.add_argument("--vocab", type=int, default=30522)
-  p.add_argument("--peak_tflops", type=float, default=989.4)
+  p.add_argument("--peak_tflops", type=float, default=0.0,
+                 help="0 = the device's entry in bert_jax.perf.PEAK_TFLOPS")
   a = p.parse_args()
+  peak = a.peak_tflops or perf.peak_tflops()
   print(f"device: {jax.devices()[0].device_kind} x{jax.device_count()}, jax {jax.__version__}")
   print("| size | seq | batch | dtype | attention | compile s | step ms | seq/s | "
         "model TFLOP/s | MFU | peak GiB | loss |")
@@ -130,7 +106,7 @@ def main():
             continue
           print(f"| {size} | {seq} | {a.batch} | {dtype} | {attention} | "
                 f"{r['compile_s']:.1f} | {r['step_ms']:.1f} | {r['seq_per_s']:.0f} | "
-                f"{r['tflops']:.1f} | {100 * r['tflops'] / a.peak_tflops:.1f}% | "
+                f"{r['tflops']:.1f} | {perf.format_mfu(r['tflops'] / peak)} | "
                 f"{r['peak_gib']:.1f} | {r['loss']:.3f} |", flush=True)
 
 

@@ -1,0 +1,371 @@
+r"""bert_jax's pretraining step side by side with HF PyTorch BERT, same device and shapes.
+
+  # CPU (default): 2 and 12 layers, hidden 768, seq 128, batch 8, float32
+  python benchmarks/side_by_side.py
+  # GPU, the one prepared command (BERT-base seq 128 batch 256 bf16; BERT-large seq 512
+  # batch 64 bf16, cuDNN attention, scanned; ~6-8 min of device time, compiles included):
+  python benchmarks/side_by_side.py --preset=gpu
+
+Implementations, each in its own process (PyTorch and JAX never share one):
+  bert_jax     `bert_jax.train.pretrain.Setup(...).p_train_step`: the real jitted step
+               (donated state, sparse MLM over the masked positions, NSP, AdamW with
+               clipping), dropout 0.1 (attention dropout 0 for xla/cudnn attention).
+               `--jax=einsum,cudnn+model.scan_layers=true` lists variants: an
+               attention_impl, then `+field=value` config overrides.
+  hf_eager     transformers `BertForPreTraining`, SDPA attention, AdamW (fused on
+               CUDA) with the same decay mask and clipping, bf16 autocast when --dtype
+               is bfloat16, MLM loss over dense [batch, seq] labels (HF's way).
+  hf_compile   the same model under `torch.compile` (the optimizer step stays eager).
+
+All workers start before timing; then rounds run them in turn (the order reversed
+every other round), so load from other processes on a shared machine hits every
+implementation alike (`--no-interleave` runs one worker at a time: the GPU preset,
+where each holds the device alone). A round times `--steps` steps after `--warmup`
+ones; the table gives the median over rounds, `seq/s`, MFU (`bert_jax/perf.py`: the
+same model FLOPs for everyone, n/a without a known peak) and the speed ratios to the
+HF rows (>1 = faster than HF; a step at most 0.8x HF's time is a ratio >= 1.25).
+"first step s" is the first call: tracing + compilation + one step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import datetime
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))  # this checkout's bert_jax and configs
+
+import numpy as np  # noqa: E402
+
+from synthetic import dense_mlm_labels, mlm_predictions, synthetic_batch  # noqa: E402
+
+READY, TIMES, FAILED = "@@ready ", "@@times ", "@@failed "
+
+
+@dataclasses.dataclass(frozen=True)
+class Shape:
+  layers: int
+  hidden: int
+  heads: int
+  seq: int
+  batch: int
+  dtype: str
+  vocab: int = 30522
+
+  @property
+  def name(self) -> str:
+    return (f"L={self.layers} H={self.hidden} seq={self.seq} batch={self.batch} "
+            f"{self.dtype}")
+
+
+PRESETS = {
+    # (shapes, bert_jax variants, interleave, rounds, steps, warmup)
+    "cpu": dict(shapes=[Shape(2, 768, 12, 128, 8, "float32"),
+                        Shape(12, 768, 12, 128, 8, "float32")],
+                jax="einsum", interleave=True, rounds=5, steps=2, warmup=2),
+    "gpu": dict(shapes=[Shape(12, 768, 12, 128, 256, "bfloat16"),
+                        Shape(24, 1024, 16, 512, 64, "bfloat16")],
+                jax="cudnn,einsum", interleave=False, rounds=3, steps=10, warmup=3),
+}
+
+
+# ---------------------------------------------------------------------------- workers
+
+
+def _override(config, assignment: str) -> None:
+  """'model.scan_layers=true' -> config.model.scan_layers = True (typed as the field)."""
+  path, value = assignment.split("=", 1)
+  *parents, leaf = path.split(".")
+  node = config
+  for part in parents:
+    node = node[part]
+  old = node[leaf]
+  if isinstance(old, bool):
+    node[leaf] = value.lower() in ("1", "true", "yes")
+  else:
+    node[leaf] = type(old)(value)
+
+
+def jax_worker(spec: dict):
+  """(step, sync, info) for bert_jax's real train step."""
+  import flax.linen as nn
+  import jax
+
+  from bert_jax import parallel
+  from bert_jax.train import pretrain
+  from configs import pretrain as pretrain_config
+
+  s = Shape(**spec["shape"])
+  c = pretrain_config.get_config(
+      f"base,seq={s.seq},batch={s.batch},vocab={s.vocab},dropout=0.1")
+  c.model.num_layers, c.model.hidden_size, c.model.num_heads = s.layers, s.hidden, s.heads
+  c.model.intermediate_size = 4 * s.hidden
+  c.model.dtype = s.dtype
+  attention, *overrides = spec["variant"].split("+")
+  c.model.attention_impl = attention
+  if attention != "einsum":
+    c.model.attention_dropout_prob = 0.0  # jax.nn.dot_product_attention has no dropout
+  for assignment in overrides:
+    _override(c, assignment)
+  mesh = parallel.create_mesh(c.mesh)
+  rules = parallel.logical_axis_rules(c.mesh)
+  setup = pretrain.Setup(c, mesh, rules)
+  batch = synthetic_batch(np.random.default_rng(0), s.batch, s.seq,
+                          mlm_predictions(s.seq), s.vocab)
+  scope = contextlib.ExitStack()  # held for the worker's life: steps run under it
+  scope.enter_context(jax.set_mesh(mesh))
+  scope.enter_context(nn.logical_axis_rules(rules))
+  batch = parallel.global_batch(batch, mesh)
+  holder = {"state": setup.state}
+
+  def step():
+    holder["state"], metrics = setup.p_train_step(holder["state"], batch,
+                                                  setup.dropout_rng)
+    return metrics["loss"]
+
+  return step, jax.block_until_ready, {"device": jax.devices()[0].device_kind,
+                                       "version": f"jax {jax.__version__}"}
+
+
+def torch_worker(spec: dict):
+  """(step, sync, info) for HF BertForPreTraining, eager or under torch.compile."""
+  import torch
+  import transformers
+
+  s = Shape(**spec["shape"])
+  cuda = torch.cuda.is_available()
+  device = "cuda" if cuda else "cpu"
+  torch.manual_seed(0)
+  cfg = transformers.BertConfig(
+      vocab_size=s.vocab, hidden_size=s.hidden, num_hidden_layers=s.layers,
+      num_attention_heads=s.heads, intermediate_size=4 * s.hidden,
+      hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1,
+      max_position_embeddings=512, attn_implementation="sdpa")
+  model = transformers.BertForPreTraining(cfg).to(device).train()
+  named = list(model.named_parameters())
+  no_decay = [p for n, p in named if n.endswith("bias") or "LayerNorm" in n]
+  decay = [p for n, p in named if not (n.endswith("bias") or "LayerNorm" in n)]
+  optimizer = torch.optim.AdamW(
+      [{"params": decay, "weight_decay": 0.01}, {"params": no_decay, "weight_decay": 0.0}],
+      lr=1e-4, betas=(0.9, 0.999), eps=1e-6, fused=cuda)
+  forward = torch.compile(model) if spec["impl"] == "hf_compile" else model
+  b = synthetic_batch(np.random.default_rng(0), s.batch, s.seq, mlm_predictions(s.seq),
+                      s.vocab)
+  inputs = {
+      "input_ids": torch.from_numpy(b["input_ids"].astype(np.int64)).to(device),
+      "token_type_ids": torch.from_numpy(b["token_type_ids"].astype(np.int64)).to(device),
+      "attention_mask": torch.from_numpy(b["attention_mask"].astype(np.int64)).to(device),
+      "labels": torch.from_numpy(dense_mlm_labels(b)).to(device),
+      "next_sentence_label": torch.from_numpy(
+          b["next_sentence_label"].astype(np.int64)).to(device),
+  }
+  autocast = s.dtype == "bfloat16"
+
+  def step():
+    with torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=autocast):
+      loss = forward(**inputs).loss
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return loss.detach()
+
+  def sync(loss):
+    if cuda:
+      torch.cuda.synchronize()
+    return loss
+
+  name = torch.cuda.get_device_name() if cuda else platform.processor() or "cpu"
+  return step, sync, {"device": name, "version": f"torch {torch.__version__}, "
+                      f"transformers {transformers.__version__}, threads "
+                      f"{torch.get_num_threads()}"}
+
+
+def worker_main(spec: dict) -> None:
+  """Build, run the first step and the warmup, then serve 'run' requests on stdin."""
+  try:
+    build = jax_worker if spec["impl"] == "bert_jax" else torch_worker
+    step, sync, info = build(spec)
+    t0 = time.perf_counter()
+    sync(step())
+    info["first_step_s"] = time.perf_counter() - t0
+    for _ in range(spec["warmup"]):
+      loss = step()
+    info["loss"] = float(sync(loss))
+  except Exception as e:  # the parent reports it as this row's result and goes on
+    print(FAILED + json.dumps(f"{type(e).__name__}: {str(e).splitlines()[0][:160]}"),
+          flush=True)
+    raise
+  print(READY + json.dumps(info), flush=True)
+  for line in sys.stdin:
+    if line.strip() != "run":
+      break
+    t0 = time.perf_counter()
+    for _ in range(spec["steps"]):
+      loss = step()
+    sync(loss)
+    print(TIMES + json.dumps((time.perf_counter() - t0) / spec["steps"]), flush=True)
+
+
+# ----------------------------------------------------------------------------- parent
+
+
+class Worker:
+  """One implementation in its own process."""
+
+  def __init__(self, impl: str, variant: str, shape: Shape, args, log_dir: str):
+    self.label = f"bert_jax {variant}" if impl == "bert_jax" else impl
+    self.seconds: list[float] = []
+    self.info: dict = {}
+    self.error = ""
+    spec = dict(impl=impl, variant=variant, shape=dataclasses.asdict(shape),
+                steps=args.steps, warmup=args.warmup)
+    env = dict(os.environ)
+    if args.interleave:  # several processes on one accelerator: allocate on demand
+      env["XLA_PYTHON_CLIENT_PREALLOCATE"] = "false"
+    self.log_path = os.path.join(log_dir, f"{self.label.replace(' ', '_')}_{shape.layers}.log")
+    self.log = open(self.log_path, "w")
+    self.proc = subprocess.Popen(
+        [sys.executable, os.path.abspath(__file__), "--worker", json.dumps(spec)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log, text=True,
+        env=env)
+
+  def _reply(self, prefix: str):
+    for line in self.proc.stdout:
+      if line.startswith(FAILED):
+        self.error = json.loads(line[len(FAILED):])
+        return None
+      if line.startswith(prefix):
+        return json.loads(line[len(prefix):])
+    self.error = self.error or f"worker exited (log: {self.log_path})"
+    return None
+
+  def wait_ready(self) -> None:
+    self.info = self._reply(READY) or {}
+
+  def run_round(self) -> None:
+    if self.error:
+      return
+    self.proc.stdin.write("run\n")
+    self.proc.stdin.flush()
+    seconds = self._reply(TIMES)
+    if seconds is not None:
+      self.seconds.append(seconds)
+
+  def close(self) -> None:
+    if self.proc.poll() is None:
+      try:
+        self.proc.stdin.close()
+      except BrokenPipeError:
+        pass
+      self.proc.wait(timeout=120)
+    self.log.close()
+
+
+def run_shape(shape: Shape, args, log_dir: str) -> list[Worker]:
+  specs = [("bert_jax", v) for v in args.jax.split(",") if "bert_jax" in args.impls]
+  specs += [(i, "") for i in args.impls.split(",") if i != "bert_jax"]
+  workers = []
+  if args.interleave:
+    for impl, variant in specs:  # one at a time: compile times are not perturbed
+      workers.append(Worker(impl, variant, shape, args, log_dir))
+      workers[-1].wait_ready()
+    for r in range(args.rounds):
+      for w in (workers if r % 2 == 0 else workers[::-1]):
+        w.run_round()
+  else:
+    for impl, variant in specs:
+      w = Worker(impl, variant, shape, args, log_dir)
+      w.wait_ready()
+      for _ in range(args.rounds):
+        w.run_round()
+      w.close()
+      workers.append(w)
+  for w in workers:
+    w.close()
+  return workers
+
+
+def table(shape: Shape, workers: list[Worker]) -> list[str]:
+  from bert_jax import perf
+
+  flops = perf.train_flops(
+      argparse.Namespace(hidden_size=shape.hidden, num_layers=shape.layers,
+                         intermediate_size=4 * shape.hidden, vocab_size=shape.vocab),
+      shape.batch, shape.seq, mlm_predictions(shape.seq))
+  median = {w.label: statistics.median(w.seconds) for w in workers if w.seconds}
+  rows = [f"**{shape.name}** (P={mlm_predictions(shape.seq)} predictions/row)", "",
+          "| implementation | first step s | step ms (median) | min-max ms | seq/s | MFU "
+          "| x HF eager | x HF compile | loss after warmup |",
+          "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+  for w in workers:
+    if w.label not in median:
+      rows.append(f"| {w.label} | failed: {w.error} |||||||")
+      continue
+    s = median[w.label]
+    ratios = [f"{median[ref] / s:.2f}" if ref in median else "-"
+              for ref in ("hf_eager", "hf_compile")]
+    rows.append(
+        f"| {w.label} | {w.info['first_step_s']:.1f} | {1e3 * s:.1f} | "
+        f"{1e3 * min(w.seconds):.0f}-{1e3 * max(w.seconds):.0f} | {shape.batch / s:.1f} | "
+        f"{perf.format_mfu(perf.mfu(flops, s, perf.peak_tflops(w.info['device'])))} | "
+        f"{ratios[0]} | {ratios[1]} | {w.info['loss']:.3f} |")
+  devices = sorted({f"{w.info['device']} ({w.info['version']})" for w in workers if w.info})
+  return rows + ["", "devices: " + "; ".join(devices), ""]
+
+
+def main():
+  p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  p.add_argument("--worker", help=argparse.SUPPRESS)
+  p.add_argument("--preset", default="cpu", choices=sorted(PRESETS))
+  p.add_argument("--impls", default="bert_jax,hf_eager,hf_compile")
+  p.add_argument("--jax", help="bert_jax variants: ATTENTION[+field=value...],...")
+  p.add_argument("--layers", help="comma list; replaces the preset's shapes' depths")
+  p.add_argument("--seq", type=int)
+  p.add_argument("--batch", type=int)
+  p.add_argument("--dtype")
+  p.add_argument("--rounds", type=int)
+  p.add_argument("--steps", type=int, help="steps per round")
+  p.add_argument("--warmup", type=int)
+  p.add_argument("--interleave", action=argparse.BooleanOptionalAction, default=None)
+  p.add_argument("--log_dir", default="", help="worker logs ('' = a temp dir)")
+  args = p.parse_args()
+  if args.worker:
+    worker_main(json.loads(args.worker))
+    return
+  preset = PRESETS[args.preset]
+  for key in ("jax", "interleave", "rounds", "steps", "warmup"):
+    if getattr(args, key) is None:
+      setattr(args, key, preset[key])
+  shapes = preset["shapes"]
+  if args.layers:
+    shapes = [dataclasses.replace(shapes[0], layers=int(n)) for n in args.layers.split(",")]
+  shapes = [dataclasses.replace(s, **{k: getattr(args, k) for k in ("seq", "batch", "dtype")
+                                       if getattr(args, k) is not None}) for s in shapes]
+  log_dir = args.log_dir or tempfile.mkdtemp(prefix="side_by_side_")
+  os.makedirs(log_dir, exist_ok=True)
+  print(f"# side_by_side {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, "
+        f"{platform.node()}, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}; "
+        f"{args.rounds} rounds x {args.steps} steps after {args.warmup} warmup, "
+        f"{'interleaved' if args.interleave else 'one worker at a time'}; logs {log_dir}",
+        flush=True)
+  for shape in shapes:
+    t0 = time.perf_counter()
+    workers = run_shape(shape, args, log_dir)
+    print("\n".join(table(shape, workers)), flush=True)
+    print(f"({time.perf_counter() - t0:.0f} s wall for this shape; load "
+          f"{os.getloadavg()[0]:.2f})\n", flush=True)
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,86 @@
+"""Model FLOPs and MFU: one formula and one peak table for every benchmark and log.
+
+    peak = perf.peak_tflops()                        # this host's first device, or NaN
+    flops = perf.train_flops(model_cfg, batch, seq, predictions)
+    print(perf.mfu(flops, step_seconds, peak))       # fraction of peak, NaN if unknown
+
+FLOPs formula (model FLOPs: no rematerialisation counted; a multiply-add is 2 FLOPs),
+per step of B sequences of length s with P masked-LM predictions each, L layers,
+hidden H, feed-forward I, vocab V:
+
+  forward = B*s*L*(8*H^2 + 4*H*I)      q, k, v, o projections and the FFN
+          + B*L*4*s^2*H                attention scores (QK^T) and context (PV)
+          + B*P*(2*H^2 + 2*H*V)        MLM transform and tied decoder, masked rows only
+          + B*2*H^2                    pooler
+  train   = 3 * forward                backward = 2x forward
+
+Every implementation is credited the same useful work, even one (HF) that scores all
+s positions against the vocabulary instead of the P masked ones.
+"""
+
+from __future__ import annotations
+
+import math
+
+# Dense bf16 peak TFLOP/s per chip, from the vendors' datasheets (no sparsity).
+# Keys are matched as substrings of the lower-cased `device_kind`, longest key first,
+# so 'tpu v5 lite' wins over 'tpu v5' ('TPU v5 lite' is v5e, 'TPU v5' / 'TPU v5p' v5p).
+PEAK_TFLOPS: dict[str, float] = {
+    "h100": 989.0,
+    "h200": 989.0,
+    "gh200": 989.0,
+    "a100": 312.0,
+    "tpu v4": 275.0,
+    "tpu v5 lite": 197.0,
+    "tpu v5e": 197.0,
+    "tpu v5p": 459.0,
+    "tpu v5": 459.0,
+    "tpu v6 lite": 918.0,
+    "tpu v6e": 918.0,
+}
+
+
+def peak_tflops(device_kind: str | None = None) -> float:
+  """Dense bf16 peak TFLOP/s of `device_kind` (default: `jax.devices()[0]`'s); NaN if
+  unknown (CPUs), so MFU comes out NaN rather than a made-up figure.
+
+  >>> peak_tflops("NVIDIA H100 80GB HBM3"), peak_tflops("TPU v5 lite")
+  (989.0, 197.0)
+  """
+  if device_kind is None:
+    import jax  # here, so that PyTorch-only processes can use this module without JAX
+    device_kind = jax.devices()[0].device_kind
+  kind = device_kind.lower()
+  for key in sorted(PEAK_TFLOPS, key=len, reverse=True):
+    if key in kind:
+      return PEAK_TFLOPS[key]
+  return math.nan
+
+
+def forward_flops(model_cfg, batch: int, seq: int, predictions: int) -> float:
+  """Model FLOPs of one forward pass (module docstring); `model_cfg` is a ModelConfig
+  or the `model` ConfigDict (fields hidden_size, num_layers, intermediate_size,
+  vocab_size)."""
+  h, layers = model_cfg.hidden_size, model_cfg.num_layers
+  ffn, vocab = model_cfg.intermediate_size, model_cfg.vocab_size
+  encoder = batch * seq * layers * (8 * h * h + 4 * h * ffn)
+  attention = batch * layers * 4 * seq * seq * h
+  mlm_head = batch * predictions * (2 * h * h + 2 * h * vocab)
+  pooler = batch * 2 * h * h
+  return float(encoder + attention + mlm_head + pooler)
+
+
+def train_flops(model_cfg, batch: int, seq: int, predictions: int) -> float:
+  """Model FLOPs of one training step: forward + backward (2x forward)."""
+  return 3.0 * forward_flops(model_cfg, batch, seq, predictions)
+
+
+def mfu(flops: float, seconds: float, peak: float) -> float:
+  """Model FLOPs utilisation: `flops` done in `seconds` over `peak` TFLOP/s (a
+  fraction; NaN when the peak is unknown)."""
+  return flops / seconds / (peak * 1e12)
+
+
+def format_mfu(value: float) -> str:
+  """'41.3%', or 'n/a' for NaN (unknown peak)."""
+  return "n/a" if math.isnan(value) else f"{100 * value:.1f}%"
