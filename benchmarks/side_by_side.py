@@ -247,7 +247,8 @@ class Worker:
         return None
       if line.startswith(prefix):
         return json.loads(line[len(prefix):])
-    self.error = self.error or f"worker exited (log: {self.log_path})"
+    self.error = self.error or (f"worker exited with code {self.proc.wait()} "
+                                f"(log: {self.log_path})")
     return None
 
   def wait_ready(self) -> None:
@@ -256,8 +257,11 @@ class Worker:
   def run_round(self) -> None:
     if self.error:
       return
-    self.proc.stdin.write("run\n")
-    self.proc.stdin.flush()
+    try:
+      self.proc.stdin.write("run\n")
+      self.proc.stdin.flush()
+    except BrokenPipeError:
+      pass  # the worker died: _reply reports how
     seconds = self._reply(TIMES)
     if seconds is not None:
       self.seconds.append(seconds)

@@ -87,6 +87,7 @@ def finetune_config(task: str, a, *, lr: float, epochs: float, batch: int, seq: 
   t.adam_eps = 1e-6
   t.max_grad_norm = 1.0
   t.log_every_steps = 50
+  t.profile_steps = ""             # 'A,B': jax.profiler trace of steps A..B into WORKDIR/profile (benchmarks/profile_summary.py reads it); '' = off
 
   c.eval = ml_collections.ConfigDict()
   c.eval.select_metric = ""       # best-epoch metric on the first eval split; '' = task's

@@ -101,6 +101,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   t.checkpoint_keep = 3            # newest checkpoints kept ...
   t.checkpoint_best_metric = ""    # ... plus the best by this eval metric ('' = none),
   t.checkpoint_best_mode = "max"   # e.g. 'mlm_accuracy' with 'max', 'mlm_loss' with 'min'
+  t.profile_steps = ""             # 'A,B': jax.profiler trace of steps A..B into WORKDIR/profile (benchmarks/profile_summary.py reads it); '' = off
 
 
   # The fill-mask example printed at the end; [MASK] marks the token to predict.

@@ -192,8 +192,16 @@ def pin_to_embed(x):
 
 
 def attention_bias(attention_mask: jax.Array, dtype: Dtype) -> jax.Array:
-  """[batch, length] 1/0 mask -> additive [batch, 1, 1, length] bias (as HF BERT)."""
-  keep = attention_mask[:, None, None, :] != 0
+  """[batch, length] segment ids -> additive [batch, 1, query, key] bias.
+
+  0 marks padding; 1..k the k examples packed in a row (`bert_jax/data/packing.py`).
+  A query attends to the non-padding keys of its own segment; a padding query to
+  every non-padding key. A 1/0 mask is the one-segment case: every query sees the
+  non-padding keys, as HF BERT.
+  """
+  key = attention_mask[:, None, None, :]
+  query = attention_mask[:, None, :, None]
+  keep = (key != 0) & ((query == key) | (query == 0))
   return jnp.where(keep, jnp.zeros((), dtype), jnp.finfo(dtype).min)
 
 
@@ -244,8 +252,7 @@ class SelfAttention(nn.Module):
             "set model.attention_dropout_prob=0.0 or use attention_impl='einsum'")
       # A boolean padding mask rather than the additive bias: cuDNN's fused kernel
       # takes it natively (and skips fully masked blocks).
-      keep = bias > jnp.finfo(jnp.float32).min / 2   # [batch, 1, 1, length]
-      keep = jnp.broadcast_to(keep, (keep.shape[0], 1, q.shape[1], k.shape[1]))
+      keep = bias > jnp.finfo(jnp.float32).min / 2   # [batch, 1, query, key]
       context = jax.nn.dot_product_attention(
           q, k, v, mask=keep, implementation=cfg.attention_impl)
     else:
@@ -396,12 +403,16 @@ class BertModel(nn.Module):
     self.pooler = dense(self.cfg, self.cfg.hidden_size, ("embed", "mlp"), "pooler")
 
   def __call__(self, input_ids, token_type_ids=None, attention_mask=None,
-               deterministic: bool = True):
+               deterministic: bool = True, position_ids=None):
+    """`attention_mask` holds 1/0 or segment ids (`attention_bias`); `position_ids`
+    [batch, length] (packed rows: restarting at each segment) default to 0..length-1."""
     if token_type_ids is None:
       token_type_ids = jnp.zeros_like(input_ids)
     if attention_mask is None:
       attention_mask = jnp.ones_like(input_ids)
-    positions = jnp.arange(input_ids.shape[-1])[None, :]   # [1, length]
+    positions = position_ids
+    if positions is None:
+      positions = jnp.arange(input_ids.shape[-1])[None, :]   # [1, length]
     x = self.embeddings(input_ids, token_type_ids, positions, deterministic)
     bias = attention_bias(attention_mask, jnp.float32)
     sequence_output = self.encoder(x, bias, positions, deterministic)

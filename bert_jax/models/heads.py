@@ -77,8 +77,8 @@ class BertForPreTraining(nn.Module):
     self.nsp = dense(self.cfg, 2, ("embed", "classes"), "nsp")
 
   def __call__(self, input_ids, token_type_ids=None, attention_mask=None,
-               masked_lm_positions=None, deterministic: bool = True):
-    out = self.bert(input_ids, token_type_ids, attention_mask, deterministic)
+               masked_lm_positions=None, deterministic: bool = True, position_ids=None):
+    out = self.bert(input_ids, token_type_ids, attention_mask, deterministic, position_ids)
     hidden = out["sequence_output"]
     if masked_lm_positions is not None:
       hidden = gather_positions(hidden, masked_lm_positions)

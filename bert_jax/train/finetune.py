@@ -37,7 +37,7 @@ from bert_jax.models import (BertForQuestionAnswering, BertForSequenceClassifica
                              BertForTokenClassification)
 from bert_jax.models import params as params_lib
 from bert_jax.train import logging as log_lib
-from bert_jax.train import optim, state as state_lib
+from bert_jax.train import optim, profiling, state as state_lib
 
 INPUT_KEYS = ("input_ids", "token_type_ids", "attention_mask")
 LABEL_KEYS = {"classification": ("label",), "regression": ("label",),
@@ -339,6 +339,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     p_predict = jax.jit(functools.partial(predict_step, kind=task.kind),
                         in_shardings=(shardings, bsh), out_shardings=repl)
     step, epoch = 0, 0
+    profiler = profiling.StepProfiler(workdir, t.profile_steps)
     while step < num_steps:
       epoch += 1
       losses = []
@@ -346,8 +347,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                                  config.seed):
         if step >= num_steps:
           break
-        state, m = p_train(state, parallel.global_batch(batch, mesh), dropout_rng)
         step += 1
+        profiler.step_start(step)
+        state, m = p_train(state, parallel.global_batch(batch, mesh), dropout_rng)
+        profiler.step_end(step, m)
         losses.append(m["loss"])
         if step % t.log_every_steps == 0:
           writer.write(step, jax.device_get(m), prefix="train/")
@@ -371,6 +374,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         best = row
         saver.save(best_dir, state.params, force=True)
         saver.wait_until_finished()
+    profiler.close()
     if tests:
       if best["epoch"] != epoch:
         params = saver.restore(best_dir, jax.tree_util.tree_map(

@@ -26,7 +26,7 @@ from bert_jax.data import corpora, grain_loader, masking, pretraining, tokenizer
 from bert_jax.models import BertForPreTraining
 from bert_jax.train import checkpoint as checkpoint_lib
 from bert_jax.train import logging as log_lib
-from bert_jax.train import losses, optim, preemption, state as state_lib
+from bert_jax.train import losses, optim, preemption, profiling, state as state_lib
 
 # ----------------------------------------------------------------------------- steps
 
@@ -398,9 +398,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     pending = None   # (step, metrics) fetched one step late so the host never blocks
     eval_metrics: dict[str, float] = {}
     preempted = False
+    profiler = profiling.StepProfiler(workdir, t.profile_steps)
     for step in range(start + 1, t.num_train_steps + 1):
       batch = parallel.global_batch(next(batches), mesh)
+      profiler.step_start(step)
       state, metrics = p_train_step(state, batch, setup.dropout_rng)
+      profiler.step_end(step, metrics)
       if pending is not None:
         _log_train(writer, progress, *pending)
         pending = None
@@ -420,6 +423,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         break
     if pending is not None:
       _log_train(writer, progress, *pending)
+    profiler.close()
     watcher.close()
     progress.close()
     ckpt.close()
