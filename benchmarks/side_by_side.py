@@ -69,13 +69,17 @@ class Shape:
 
 
 PRESETS = {
-    # (shapes, bert_jax variants, interleave, rounds, steps, warmup)
-    "cpu": dict(shapes=[Shape(2, 768, 12, 128, 8, "float32"),
-                        Shape(12, 768, 12, 128, 8, "float32")],
-                jax="einsum", interleave=True, rounds=5, steps=2, warmup=2),
-    "gpu": dict(shapes=[Shape(12, 768, 12, 128, 256, "bfloat16"),
-                        Shape(24, 1024, 16, 512, 64, "bfloat16")],
-                jax="cudnn,einsum", interleave=False, rounds=3, steps=10, warmup=3),
+    # shapes: (shape, bert_jax variants); then interleave, rounds, steps, warmup.
+    "cpu": dict(shapes=[(Shape(2, 768, 12, 128, 8, "float32"), "einsum"),
+                        (Shape(12, 768, 12, 128, 8, "float32"), "einsum")],
+                interleave=True, rounds=5, steps=2, warmup=2),
+    # BERT-base phase 1 (paper-faithful einsum with attention dropout, and cuDNN
+    # without); BERT-large phase 2 with cuDNN and a scanned encoder (the unscanned
+    # 24-layer step compiles for minutes).
+    "gpu": dict(shapes=[(Shape(12, 768, 12, 128, 256, "bfloat16"), "cudnn,einsum"),
+                        (Shape(24, 1024, 16, 512, 64, "bfloat16"),
+                         "cudnn+model.scan_layers=true")],
+                interleave=False, rounds=3, steps=10, warmup=3),
 }
 
 
@@ -208,13 +212,23 @@ def worker_main(spec: dict) -> None:
     raise
   print(READY + json.dumps(info), flush=True)
   for line in sys.stdin:
-    if line.strip() != "run":
+    command = line.strip()
+    if command == "run":
+      t0 = time.perf_counter()
+      for _ in range(spec["steps"]):
+        loss = step()
+      sync(loss)
+      print(TIMES + json.dumps((time.perf_counter() - t0) / spec["steps"]), flush=True)
+    elif command == "profile":  # one more round under jax.profiler (bert_jax only)
+      from bert_jax.train import profiling
+      profiler = profiling.StepProfiler(spec["profile_dir"], f"1,{min(3, spec['steps'])}")
+      for i in range(1, min(3, spec["steps"]) + 1):
+        profiler.step_start(i)
+        loss = step()
+        profiler.step_end(i, loss)
+      print(TIMES + json.dumps(profiler.directory), flush=True)
+    else:
       break
-    t0 = time.perf_counter()
-    for _ in range(spec["steps"]):
-      loss = step()
-    sync(loss)
-    print(TIMES + json.dumps((time.perf_counter() - t0) / spec["steps"]), flush=True)
 
 
 # ----------------------------------------------------------------------------- parent
@@ -228,8 +242,12 @@ class Worker:
     self.seconds: list[float] = []
     self.info: dict = {}
     self.error = ""
+    self.profile_lines: list[str] = []
     spec = dict(impl=impl, variant=variant, shape=dataclasses.asdict(shape),
                 steps=args.steps, warmup=args.warmup)
+    if args.profile and impl == "bert_jax":
+      spec["profile_dir"] = os.path.join(
+          args.profile, f"{variant.replace('+', '_')}_L{shape.layers}_s{shape.seq}")
     env = dict(os.environ)
     if args.interleave:  # several processes on one accelerator: allocate on demand
       env["XLA_PYTHON_CLIENT_PREALLOCATE"] = "false"
@@ -266,6 +284,20 @@ class Worker:
     if seconds is not None:
       self.seconds.append(seconds)
 
+  def profile(self) -> list[str]:
+    """One traced round (after the timed ones); the summary of its top operations."""
+    if self.error or self.label.split()[0] != "bert_jax":
+      return []
+    self.proc.stdin.write("profile\n")
+    self.proc.stdin.flush()
+    directory = self._reply(TIMES)
+    if directory is None:
+      return [f"{self.label}: profiling failed: {self.error}"]
+    import profile_summary
+    return [f"**profile of {self.label}** ({self.info['device']})", "",
+            *profile_summary.summarize(directory, top=15, group="category"), "",
+            *profile_summary.summarize(directory, top=15)[3:], ""]
+
   def close(self) -> None:
     if self.proc.poll() is None:
       try:
@@ -276,9 +308,15 @@ class Worker:
     self.log.close()
 
 
-def run_shape(shape: Shape, args, log_dir: str) -> list[Worker]:
-  specs = [("bert_jax", v) for v in args.jax.split(",") if "bert_jax" in args.impls]
+def run_shape(shape: Shape, variants: str, args, log_dir: str) -> list[Worker]:
+  specs = [("bert_jax", v) for v in variants.split(",") if "bert_jax" in args.impls]
   specs += [(i, "") for i in args.impls.split(",") if i != "bert_jax"]
+
+  def finish(w: Worker) -> None:
+    if args.profile:
+      w.profile_lines = w.profile()
+    w.close()
+
   workers = []
   if args.interleave:
     for impl, variant in specs:  # one at a time: compile times are not perturbed
@@ -287,16 +325,15 @@ def run_shape(shape: Shape, args, log_dir: str) -> list[Worker]:
     for r in range(args.rounds):
       for w in (workers if r % 2 == 0 else workers[::-1]):
         w.run_round()
+    for w in workers:
+      finish(w)
   else:
     for impl, variant in specs:
-      w = Worker(impl, variant, shape, args, log_dir)
-      w.wait_ready()
+      workers.append(Worker(impl, variant, shape, args, log_dir))
+      workers[-1].wait_ready()
       for _ in range(args.rounds):
-        w.run_round()
-      w.close()
-      workers.append(w)
-  for w in workers:
-    w.close()
+        workers[-1].run_round()
+      finish(workers[-1])
   return workers
 
 
@@ -333,7 +370,8 @@ def main():
   p.add_argument("--worker", help=argparse.SUPPRESS)
   p.add_argument("--preset", default="cpu", choices=sorted(PRESETS))
   p.add_argument("--impls", default="bert_jax,hf_eager,hf_compile")
-  p.add_argument("--jax", help="bert_jax variants: ATTENTION[+field=value...],...")
+  p.add_argument("--jax", help="bert_jax variants, ATTENTION[+field=value...],... "
+                 "(default: the preset's per shape)")
   p.add_argument("--layers", help="comma list; replaces the preset's shapes' depths")
   p.add_argument("--seq", type=int)
   p.add_argument("--batch", type=int)
@@ -343,19 +381,23 @@ def main():
   p.add_argument("--warmup", type=int)
   p.add_argument("--interleave", action=argparse.BooleanOptionalAction, default=None)
   p.add_argument("--log_dir", default="", help="worker logs ('' = a temp dir)")
+  p.add_argument("--profile", default="",
+                 help="DIR: after timing, trace 3 more steps of each bert_jax row "
+                      "into DIR/<variant>_L<layers>_s<seq>/profile and print its top ops")
   args = p.parse_args()
   if args.worker:
     worker_main(json.loads(args.worker))
     return
   preset = PRESETS[args.preset]
-  for key in ("jax", "interleave", "rounds", "steps", "warmup"):
+  for key in ("interleave", "rounds", "steps", "warmup"):
     if getattr(args, key) is None:
       setattr(args, key, preset[key])
   shapes = preset["shapes"]
   if args.layers:
-    shapes = [dataclasses.replace(shapes[0], layers=int(n)) for n in args.layers.split(",")]
-  shapes = [dataclasses.replace(s, **{k: getattr(args, k) for k in ("seq", "batch", "dtype")
-                                       if getattr(args, k) is not None}) for s in shapes]
+    shapes = [(dataclasses.replace(shapes[0][0], layers=int(n)), shapes[0][1])
+              for n in args.layers.split(",")]
+  given = {k: getattr(args, k) for k in ("seq", "batch", "dtype") if getattr(args, k)}
+  shapes = [(dataclasses.replace(s, **given), args.jax or v) for s, v in shapes]
   log_dir = args.log_dir or tempfile.mkdtemp(prefix="side_by_side_")
   os.makedirs(log_dir, exist_ok=True)
   print(f"# side_by_side {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, "
@@ -363,10 +405,13 @@ def main():
         f"{args.rounds} rounds x {args.steps} steps after {args.warmup} warmup, "
         f"{'interleaved' if args.interleave else 'one worker at a time'}; logs {log_dir}",
         flush=True)
-  for shape in shapes:
+  for shape, variants in shapes:
     t0 = time.perf_counter()
-    workers = run_shape(shape, args, log_dir)
+    workers = run_shape(shape, variants, args, log_dir)
     print("\n".join(table(shape, workers)), flush=True)
+    for w in workers:
+      if w.profile_lines:
+        print("\n".join(w.profile_lines), flush=True)
     print(f"({time.perf_counter() - t0:.0f} s wall for this shape; load "
           f"{os.getloadavg()[0]:.2f})\n", flush=True)
 

@@ -230,3 +230,24 @@ def test_objective_none_drops_the_nsp_loss_from_the_gradient():
   assert float(np.abs(with_nsp["nsp"]["kernel"]).max()) > 0
   assert float(np.abs(without["nsp"]["kernel"]).max()) == 0.0
   assert float(np.abs(without["mlm"]["output_bias"]).max()) > 0
+
+
+@pytest.mark.parametrize("impl", ["rbg", "unsafe_rbg"])
+def test_dropout_prng_impl_drops_the_configured_share(impl):
+  """train.dropout_prng_impl: the rbg keys drive flax dropout at the configured rate,
+  fold_in(step) gives fresh masks, and the deterministic path never sees the key."""
+  import flax.linen as nn
+  import jax
+  key = pretrain.dropout_key(0, impl)
+  ones = np.ones((200_000,), np.float32)
+
+  def kept(step):
+    out = nn.Dropout(0.3).apply({}, ones, deterministic=False,
+                                rngs={"dropout": jax.random.fold_in(key, step)})
+    return np.asarray(out) != 0
+
+  first, second = kept(1), kept(2)
+  assert abs(1 - first.mean() - 0.3) < 0.005 and abs(1 - second.mean() - 0.3) < 0.005
+  assert 0.4 < (first == second).mean() < 0.7  # independent masks agree on ~0.58
+  with pytest.raises(ValueError, match="train.dropout_prng_impl"):
+    pretrain.dropout_key(0, "philox")

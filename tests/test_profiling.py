@@ -22,6 +22,9 @@ def test_profiled_steps_leave_a_trace_that_the_summary_reads(tmp_path):
   c.data.eval_fraction = 0.1
   c.train.eval_batches = 1
   c.train.profile_steps = "2,3"
+  # The same short run also covers the rbg dropout keys in the real loop.
+  c.model.hidden_dropout_prob = c.model.attention_dropout_prob = 0.1
+  c.train.dropout_prng_impl = "unsafe_rbg"
   workdir = str(tmp_path / "w")
   pretrain.train_and_evaluate(c, workdir)
   traces = glob.glob(os.path.join(workdir, "profile", "**", "*.xplane.pb"), recursive=True)
