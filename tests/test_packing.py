@@ -5,9 +5,9 @@ import numpy as np
 import optax
 import pytest
 
+from bert_jax.config import ModelConfig
 from bert_jax.data import packing
 from bert_jax.models import BertForPreTraining
-from configs import common
 
 VOCAB, LENGTH, CLS, SEP = 120, 32, 2, 3
 
@@ -69,9 +69,8 @@ def test_packer_rejects_an_example_longer_than_a_row():
 
 @pytest.mark.parametrize("impl", ["einsum", "xla"])
 def test_packed_rows_give_each_example_its_unpacked_logits_and_loss(impl):
-  cfg = common.model_config("tiny", vocab_size=VOCAB)
-  cfg.hidden_size, cfg.num_heads, cfg.intermediate_size = 32, 4, 64
-  cfg.attention_impl = impl
+  cfg = ModelConfig(vocab_size=VOCAB, hidden_size=32, num_heads=4, intermediate_size=64,
+                    num_layers=2, attention_impl=impl)
   lengths = [10, 7, 13, 5, 9, 20, 3]
   ex = masked_examples(lengths)
   packed = packing.pack_examples(ex, max_predictions=12)

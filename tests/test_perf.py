@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from bert_jax import perf
+from bert_jax.config import ModelConfig
 from bert_jax.models import BertForPreTraining
-from configs import common
 
 
 def dot_flops(jaxpr) -> float:
@@ -29,9 +29,8 @@ def dot_flops(jaxpr) -> float:
 
 @pytest.mark.parametrize("scan", [False, True])
 def test_forward_flops_equal_the_models_matmuls(scan):
-  cfg = common.model_config("tiny", vocab_size=96)
-  cfg.hidden_size, cfg.num_heads, cfg.intermediate_size, cfg.num_layers = 32, 4, 80, 3
-  cfg.scan_layers = scan
+  cfg = ModelConfig(vocab_size=96, hidden_size=32, num_heads=4, intermediate_size=80,
+                    num_layers=3, scan_layers=scan)
   batch, seq, predictions = 2, 16, 3
   ids = np.ones((batch, seq), np.int32)
   positions = np.tile(np.arange(1, predictions + 1, dtype=np.int32), (batch, 1))
