@@ -16,9 +16,10 @@ the row arrays the model reads:
                                        already): concatenated, positions shifted to
                                        the row; P = `max_predictions` bounds a row.
 
-A row holds at most `max_segments` examples (S). Rows of one example are exactly the
-unpacked example with `position_ids` = 0..L-1, so packing changes no example's
-result, only where it sits (tests/test_packing.py checks per-example MLM loss).
+A row holds at most `max_segments` examples (S). Every example's tokens see what they
+would see unpacked (their own segment, positions 0..n-1), so packing changes no
+example's result, only where it sits (tests/test_packing.py checks per-example MLM
+logits and loss).
 
 Packing suits the MLM-only objective (`data.objective='none'`): the NSP/SOP head reads
 the row's first [CLS] only, so `segment_starts` is returned for a per-segment
