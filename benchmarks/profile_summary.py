@@ -33,7 +33,7 @@ SUMMARY_THREADS = ("XLA Modules", "Steps", "Framework", "Source code", "TraceMe"
                    "Launch Stats", "host", "python")
 # Host events that are runtime bookkeeping, not XLA operations (CPU traces).
 HOST_NOISE = re.compile(r"^(\$|end: |PjitFunction|Thunk|ThreadpoolListener|XlaModule|"
-                        r"TfrtCpu|PjRt|ExecuteHelper|Execute|BufferFromPyval|"
+                        r"TfrtCpu|PjRt|ExecuteHelper|Execute|BufferFromPyval|SlinkyThreadPool|"
                         r"device_put|pjit|jit|wait|Wait)")
 HLO_NAME = re.compile(r"^[a-z][a-z0-9_\-]*(\.[0-9]+)*$")
 
