@@ -122,7 +122,7 @@ PRNG_IMPLS = ("threefry2x32", "rbg", "unsafe_rbg")
 def dropout_key(seed: int, impl: str) -> jax.Array:
   """The dropout key for `train.dropout_prng_impl`: jax's default threefry (the key of
   the seed's split, as before), or an `rbg` / `unsafe_rbg` key, whose bits come from
-  XLA's RngBitGenerator (cheaper per random bit than threefry on CPU and GPU)."""
+  XLA's RngBitGenerator (measured in docs/benchmarks.md: no faster on CPU)."""
   if impl not in PRNG_IMPLS:
     raise ValueError(f"config field train.dropout_prng_impl={impl!r}: expected one of "
                      f"{PRNG_IMPLS}")
