@@ -60,13 +60,18 @@ class WordPiece:
       raise FileNotFoundError(
           f"config field data.vocab_path={vocab_path!r}: no such vocab.txt")
     self._tok = BertWordPieceTokenizer(vocab_path, lowercase=lowercase)
-    ids = {t: self._tok.token_to_id(t) for t in ("[CLS]", "[SEP]", "[PAD]", "[UNK]")}
+    ids = {t: self._tok.token_to_id(t)
+           for t in ("[CLS]", "[SEP]", "[PAD]", "[UNK]", "[MASK]")}
     missing = [t for t, i in ids.items() if i is None]
     if missing:
       raise ValueError(f"{vocab_path} lacks the special tokens {missing}")
     self.cls_id, self.sep_id = ids["[CLS]"], ids["[SEP]"]
     self.pad_id, self.unk_id = ids["[PAD]"], ids["[UNK]"]
+    self.mask_id = ids["[MASK]"]
     self.vocab_size = self._tok.get_vocab_size()
+
+  def id_to_piece(self, i: int) -> str:
+    return self._tok.id_to_token(int(i))
 
   def encode(self, text: str) -> tuple[list[int], list[tuple[int, int]]]:
     """Pieces of `text` (no special tokens) and their [start, end) char offsets."""
@@ -106,7 +111,9 @@ class SentencePieceOffsets:
     self._sp = spm_tokenizer._sp  # the processor: its protos carry byte offsets
     self.cls_id, self.sep_id = spm_tokenizer.cls_id, spm_tokenizer.sep_id
     self.pad_id, self.unk_id = spm_tokenizer.pad_id, spm_tokenizer.unk_id
+    self.mask_id = spm_tokenizer.mask_id
     self.vocab_size = spm_tokenizer.vocab_size
+    self.id_to_piece = spm_tokenizer.id_to_piece
 
   def encode(self, text: str) -> tuple[list[int], list[tuple[int, int]]]:
     try:  # sentencepiece >= 0.2.1 names it 'proto', older ones 'immutable_proto'

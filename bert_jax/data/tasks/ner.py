@@ -92,8 +92,8 @@ def featurize(examples: Sequence[dict], tok, max_seq_length: int, stride: int,
   return {k: np.stack(v) for k, v in rows.items()}
 
 
-def postprocess(examples: Sequence[dict], features: dict, logits: np.ndarray
-                ) -> list[list[str]]:
+def postprocess(examples: Sequence[dict], features: dict, logits: np.ndarray,
+                labels: Sequence[str] = LABELS) -> list[list[str]]:
   """Window logits [F, length, labels] -> tag names per word ('O' for unseen words)."""
   preds = [["O"] * len(ex["tokens"]) for ex in examples]
   best = np.argmax(logits, axis=-1)
@@ -101,7 +101,7 @@ def postprocess(examples: Sequence[dict], features: dict, logits: np.ndarray
     e = int(features["example_index"][f])
     use = (features["word_index"][f] >= 0) & features["max_context"][f]
     for pos in np.flatnonzero(use):
-      preds[e][int(features["word_index"][f][pos])] = LABELS[int(best[f][pos])]
+      preds[e][int(features["word_index"][f][pos])] = labels[int(best[f][pos])]
   return preds
 
 
