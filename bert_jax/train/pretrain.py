@@ -336,9 +336,9 @@ def fill_mask(state, tokenizer, text: str, top_k: int = 5) -> list[tuple[str, fl
   """Top-k pieces for the single [MASK] in `text` (every process runs it: SPMD)."""
   if text.count("[MASK]") != 1:
     raise ValueError(f"config field fill_mask_text={text!r} must hold exactly one [MASK]")
-  left, right = text.split("[MASK]")
-  ids = ([tokenizer.cls_id] + tokenizer.encode(left.rstrip()) + [tokenizer.mask_id]
-         + tokenizer.encode(right) + [tokenizer.sep_id])
+  from bert_jax.inference.tokenizer import masked_ids  # the rule `fill_mask` pipelines use
+  ids = ([tokenizer.cls_id] + masked_ids(tokenizer.encode, text, tokenizer.mask_id)
+         + [tokenizer.sep_id])
   ids = np.asarray([ids], np.int32)
   position = np.asarray([[int(np.argmax(ids[0] == tokenizer.mask_id))]], np.int32)
   logits = jax.jit(lambda p: state.apply_fn(

@@ -9,10 +9,12 @@ tokenizer), so a predicted span maps straight back to a substring of the context
 A window that does not contain the answer (and every v2.0 impossible question) is
 labelled with the [CLS] position, as in the v2.0 recipe.
 
-Decoding (`postprocess`): per question, the `n_best_size` best starts and ends of every
-window; a span is valid when both ends are in the context, end >= start, it has at most
-`max_answer_length` pieces and its start is in the window where it has the most
-context. For v2.0 the null score is the smallest [CLS] score over the windows; the
+Decoding (`postprocess`): per question, the `n_best_size` best starts and ends among the
+context pieces of every window (run_squad.py ranks every position, padding included,
+then drops the invalid ones; ranking only context pieces makes the result independent
+of how far a window is padded); a span is valid when both ends are in the context,
+end >= start, it has at most `max_answer_length` pieces and its start is in the window
+where it has the most context. For v2.0 the null score is the smallest [CLS] score over the windows; the
 answer is "" when `null - best_span > null_score_diff_threshold`.
 """
 
@@ -125,8 +127,9 @@ def postprocess(examples: Sequence[dict], features: dict, start_logits: np.ndarr
       s_log, e_log = start_logits[f], end_logits[f]
       offsets, is_max = features["offsets"][f], features["max_context"][f]
       null_score = min(null_score, float(s_log[0] + e_log[0]))
-      starts = np.argsort(-s_log, kind="stable")[:n_best_size]
-      ends = np.argsort(-e_log, kind="stable")[:n_best_size]
+      in_context = offsets[:, 0] >= 0  # padding never crowds out context positions
+      starts = np.argsort(-np.where(in_context, s_log, -np.inf), kind="stable")[:n_best_size]
+      ends = np.argsort(-np.where(in_context, e_log, -np.inf), kind="stable")[:n_best_size]
       for i in starts:
         if offsets[i, 0] < 0 or not is_max[i]:
           continue
