@@ -18,14 +18,16 @@ NER_LABELS = ("O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC", "B-MISC
 
 def write_finetune_workdir(workdir, params, model_cfg, task: dict, tokenizer_file: str,
                            step: int = 1) -> str:
-  """Writes a fine-tuning workdir holding `params` (a task model's tree)."""
+  """Writes a fine-tuning workdir holding `params` (a task model's tree); a
+  config.json already there (the run's own) is kept."""
   workdir = str(workdir)
   os.makedirs(os.path.join(workdir, "tokenizer"), exist_ok=True)
   name = os.path.basename(tokenizer_file)
   shutil.copy(tokenizer_file, os.path.join(workdir, "tokenizer", name))
   full = {"model": model_cfg.to_dict(), "data": {"task": task["task"]}}
-  with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as f:
-    json.dump(full, f)
+  if not os.path.isfile(os.path.join(workdir, "config.json")):
+    with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as f:
+      json.dump(full, f)
   task = {"doc_stride": 128, "max_query_length": 64, "lowercase": True, **task,
           "tokenizer": f"tokenizer/{name}"}
   with open(os.path.join(workdir, "task.json"), "w", encoding="utf-8") as f:
@@ -92,3 +94,24 @@ def keyword_params(model, cfg, keyword_id: int, head: str, seed: int = 0) -> dic
   else:
     head_params["kernel"][0, :] = 1.0
   return params
+
+
+def as_finetune_workdir(workdir, config, kind: str, label_names) -> str:
+  """The self-contained layout above from a run of `finetune.train_and_evaluate`.
+
+  Until the fine-tuning job writes task.json, checkpoints/ and tokenizer/ itself, this
+  adds them from its `best_params/` and config; on a workdir that has task.json it
+  does nothing. (Recheck after the trainer change lands: then it must be a no-op.)
+  """
+  workdir = str(workdir)
+  if os.path.isfile(os.path.join(workdir, "task.json")):
+    return workdir
+  import orbax.checkpoint as ocp
+  with ocp.StandardCheckpointer() as saver:
+    params = saver.restore(os.path.join(os.path.abspath(workdir), "best_params"))
+  params = jax.tree_util.tree_map(np.asarray, params)
+  d = config.data
+  task = {"task": d.task, "kind": kind, "label_names": list(label_names),
+          "max_seq_length": d.max_seq_length, "doc_stride": d.doc_stride,
+          "max_query_length": d.max_query_length, "lowercase": d.lowercase}
+  return write_finetune_workdir(workdir, params, config.model, task, d.vocab_path)

@@ -27,6 +27,7 @@ from bert_jax.inference import source as source_lib
 from bert_jax.inference.source import ModelError
 
 MIN_BUCKET = 16
+_INIT_PREFIX = {"hf": "hf", "workdir": "bert_jax"}  # fine-tuning's init= for each kind
 PER_POSITION = ("sequence_output", "start_logits", "end_logits")  # [batch, length, ...]
 
 
@@ -75,8 +76,8 @@ class Model:
       raise ModelError(
           f"{pipeline} needs a fine-tuned {'/'.join(kinds)} model, but "
           f"{self.source.describe()} has no task head (no {source_lib.TASK_FILE}); "
-          "fine-tune it first (python -m bert_jax.main --config=configs/finetune_*.py "
-          f"--config.init.checkpoint=...:{self.source.path})")
+          "fine-tune it first (python -m bert_jax.main --config=configs/finetune_glue.py"
+          f":init={_INIT_PREFIX.get(self.source.kind, 'hf')}:{self.source.path} ...)")
     raise ModelError(f"{pipeline} needs a {'/'.join(kinds)} model, but "
                      f"{self.source.describe()} is a {self.kind} model")
 
