@@ -107,7 +107,8 @@ def test_hf_pretraining_dir_import_and_export_round_trip(tmp_path, weights):
     src.mkdir()
     model.config.to_json_file(str(src / "config.json"))
     torch.save(model.state_dict(), str(src / "pytorch_model.bin"))
-  (src / "vocab.txt").write_text("\n".join(f"t{i}" for i in range(113)) + "\n")
+  (src / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+                                          + [f"t{i}" for i in range(5, 113)]) + "\n")
 
   # HF -> bert_jax params dir (orbax) -> reload: logits equal transformers'.
   summary = convert.convert(str(src), str(tmp_path / "ours"))
@@ -122,7 +123,9 @@ def test_hf_pretraining_dir_import_and_export_round_trip(tmp_path, weights):
   # bert_jax -> HF: transformers loads every weight and reproduces our logits.
   convert.convert(str(tmp_path / "ours"), str(tmp_path / "exported"))
   exported = str(tmp_path / "exported")
-  assert sorted(os.listdir(exported)) == ["config.json", "model.safetensors", "vocab.txt"]
+  assert sorted(os.listdir(exported)) == [  # the tokenizer as transformers loads it
+      "config.json", "model.safetensors", "special_tokens_map.json", "tokenizer.json",
+      "tokenizer_config.json", "vocab.txt"]
   back, info = transformers.BertForPreTraining.from_pretrained(
       exported, local_files_only=True, attn_implementation="eager",
       output_loading_info=True)
@@ -166,12 +169,22 @@ def test_workdir_export_to_hf(tmp_path):
   ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"))
   ckpt.save(7, state, {"position": 0})
   ckpt.close()
+  # a tokenizer that cannot be read: no export, nothing written
+  with pytest.raises(convert.ConversionError, match=r"cannot read the tokenizer .*spm.model"):
+    convert.convert(workdir, str(tmp_path / "refused"))
+  assert not os.path.exists(tmp_path / "refused")
+  vocab = os.path.join(workdir, "tokenizer", "vocab.txt")
+  with open(vocab, "w") as f:
+    f.write("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+                      + [f"w{i}" for i in range(96)]) + "\n")
+  config.data.tokenizer_path = vocab
+  pretrain.write_config(config, workdir)
 
   dst = str(tmp_path / "hf")
   summary = convert.convert(workdir, dst)
   assert summary["format"] == "workdir" and summary["to"] == "hf"
   assert summary["source"].endswith(os.path.join("checkpoints", "7"))
-  assert "spm.model" in os.listdir(dst)
+  assert {"vocab.txt", "tokenizer.json", "tokenizer_config.json"} <= set(os.listdir(dst))
   params = jax.device_get(state.params)
   back = transformers.BertForPreTraining.from_pretrained(
       dst, local_files_only=True, attn_implementation="eager").eval()

@@ -9,7 +9,8 @@ Formats (`--from` / `--to`):
 Loading maps every array, fills the modules the source lacks (pooler, MLM, NSP heads
 of a bare `BertModel`) with a fresh init and says so. Writing goes to a temporary
 sibling directory renamed into place at the end, so a failure never leaves a partial
-output directory behind.
+output directory behind. An HF export carries a tokenizer that `transformers` loads and
+that gives our ids (`hf_tokenizer.py`), or fails saying why it cannot.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import shutil
 import tempfile
 from typing import Any
 
-from bert_jax.convert import hf, native, tf
+from bert_jax.convert import hf, hf_tokenizer, native, tf
 from bert_jax.convert.common import ConversionError, complete_heads, flatten
 
 FORMATS = ("hf", "tf", "workdir", "bert_jax")
@@ -150,6 +151,9 @@ def save(loaded: Loaded, dst: str, fmt: str) -> dict:
     for path in loaded.tokenizer_files:
       shutil.copy2(path, os.path.join(tmp, os.path.basename(path)))
       written.append(os.path.basename(path))
+    if fmt == "hf":  # a tokenizer transformers loads, with our ids (or a clear refusal)
+      written += hf_tokenizer.write(tmp, loaded.tokenizer_files,
+                                    int(loaded.model_config.max_position_embeddings))
     if fmt == "bert_jax":
       written.append(SUMMARY_FILE)
     summary = {**loaded.summary(), "to": fmt, "dst": os.path.abspath(dst),
