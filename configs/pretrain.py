@@ -70,6 +70,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   d.max_predictions_per_seq = 20  # as the paper at length 128 (80 at 512)
   d.masked_lm_prob = 0.15
   d.whole_word_masking = False
+  d.whole_word_segmenter = "none"  # none | jieba: group Chinese characters into words for whole-word masking
   # Where masking departs from google-research/bert by choice (docs/design_notes.md);
   # the second value of each restores the original script's behaviour.
   d.masking_budget = "maskable"   # maskable: masked_lm_prob x maskable tokens | all_tokens: x all tokens, [CLS]/[SEP] included

@@ -37,6 +37,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from bert_jax.data import segment
+
 _GOLDEN_GAMMA = np.uint64(0x9E3779B97F4A7C15)
 _MIX_1 = np.uint64(0xBF58476D1CE4E5B9)
 _MIX_2 = np.uint64(0x94D049BB133111EB)
@@ -276,19 +278,26 @@ RANDOM_REPLACEMENTS = ("normal_ids", "any_id")
 _REQUIRED_KWARGS = frozenset({"mask_id", "vocab_size", "first_normal_id", "special_ids"})
 _OPTIONAL_KWARGS = frozenset({"masked_lm_prob", "max_predictions_per_seq",
                               "word_start_table", "masking_budget", "unk_id", "mask_unk",
-                              "random_replacement"})
+                              "random_replacement", "word_segmenter"})
 
 
 def masking_kwargs(tokenizer: Any, masked_lm_prob: float, max_predictions_per_seq: int,
                    whole_word_masking: bool, masking_budget: str = "maskable",
                    mask_unk: bool = False,
-                   random_replacement: str = "normal_ids") -> dict[str, Any]:
+                   random_replacement: str = "normal_ids",
+                   whole_word_segmenter: str = "none") -> dict[str, Any]:
   """``mask_kwargs`` for ``apply_masking`` and the loader, from a tokenizer.
 
   ``masking_budget``, ``mask_unk`` and ``random_replacement`` choose between this
   package's defaults and the original script's behaviour (module docstring).
+  ``whole_word_segmenter`` ('none' | 'jieba', ``segment.py``) groups CJK characters
+  into words for whole-word masking.
   """
+  if whole_word_segmenter != "none" and not whole_word_masking:
+    raise ValueError(f"config field data.whole_word_segmenter={whole_word_segmenter!r} "
+                     "needs data.whole_word_masking=True")
   kwargs = {
+      "word_segmenter": segment.segmenter(whole_word_segmenter, tokenizer),
       "mask_id": tokenizer.mask_id,
       "vocab_size": tokenizer.vocab_size,
       "first_normal_id": tokenizer.first_normal_id,
@@ -351,6 +360,9 @@ def apply_masking(input_ids: np.ndarray, attention_mask: np.ndarray, seeds: np.n
   kwargs = {k: mask_kwargs[k] for k in ("mask_id", "vocab_size", "masked_lm_prob",
                                         "max_predictions_per_seq") if k in mask_kwargs}
   table = mask_kwargs.get("word_start_table")
+  word_start = None if table is None else np.asarray(table)[input_ids]
+  if mask_kwargs.get("word_segmenter") is not None:
+    word_start = mask_kwargs["word_segmenter"].word_starts(input_ids, word_start)
   special = special_table(mask_kwargs) if special is None else special
   first_id = (mask_kwargs["first_normal_id"]
               if mask_kwargs.get("random_replacement", "normal_ids") == "normal_ids" else 0)
@@ -359,7 +371,7 @@ def apply_masking(input_ids: np.ndarray, attention_mask: np.ndarray, seeds: np.n
   return mask_tokens(
       input_ids,
       maskable=~special[input_ids] & in_sequence,
-      word_start=None if table is None else np.asarray(table)[input_ids],
+      word_start=word_start,
       rand=rand,
       first_normal_id=first_id,
       num_tokens=(in_sequence.sum(axis=1)

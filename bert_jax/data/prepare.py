@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 import tqdm
 
-from bert_jax.data import corpora, masking, pretraining, tokenizers
+from bert_jax.data import corpora, masking, pretraining, segment, tokenizers
 from bert_jax.data import shards
 from bert_jax.data.shards import SHARD_SUFFIX, SPLITS, shard_name, write_json
 
@@ -64,6 +64,7 @@ class Options:
   masking_budget: str = "maskable"    # static masks: maskable | all_tokens (masking.py)
   mask_unk: bool = False              # static masks: [UNK] maskable, as the original
   random_replacement: str = "normal_ids"  # static masks: normal_ids | any_id
+  whole_word_segmenter: str = "none"  # static masks: none | jieba (segment.py)
   docs_per_shard: int = 1000
   eval_fraction: float = 0.0
   seed: int = 0
@@ -75,8 +76,12 @@ class Options:
                        f"found {self.objective!r}")
     if self.masking not in ("dynamic", "static"):
       raise ValueError(f"--masking: expected 'dynamic' or 'static', found {self.masking!r}")
+    if self.whole_word_segmenter != "none" and not self.whole_word_masking:
+      raise ValueError(f"--whole_word_segmenter={self.whole_word_segmenter!r} needs "
+                       "--whole_word_masking=true")
     for name, allowed in (("masking_budget", masking.MASKING_BUDGETS),
-                          ("random_replacement", masking.RANDOM_REPLACEMENTS)):
+                          ("random_replacement", masking.RANDOM_REPLACEMENTS),
+                          ("whole_word_segmenter", segment.SEGMENTERS)):
       if getattr(self, name) not in allowed:
         raise ValueError(f"--{name}: expected one of {allowed}, found {getattr(self, name)!r}")
     if self.docs_per_shard < 2:
@@ -232,7 +237,8 @@ def _install_tokenizer(args, options: Options, directory: str) -> tuple[str, dic
   return target, info
 
 
-_LATER_OPTIONS = ("masking_budget", "mask_unk", "random_replacement")
+_LATER_OPTIONS = ("masking_budget", "mask_unk", "random_replacement",
+                  "whole_word_segmenter")
 
 
 def _hashed_options(options: Options) -> dict[str, Any]:

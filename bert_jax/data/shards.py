@@ -43,7 +43,7 @@ def init_worker(tokenizer_path: str, lowercase: bool | None, options: Options) -
     _WORKER.update(tokenizer=tok, options=options, mask_kwargs=masking.masking_kwargs(
         tok, options.masked_lm_prob, options.max_predictions_per_seq,
         options.whole_word_masking, options.masking_budget, options.mask_unk,
-        options.random_replacement))
+        options.random_replacement, options.whole_word_segmenter))
 
 
 def _tokenize(documents: Sequence[Sequence[str]], tok) -> pretraining.TokenizedCorpus:

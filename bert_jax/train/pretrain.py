@@ -305,7 +305,8 @@ def make_loader(examples, data: PretrainingData, config, *, seed: int, shuffle: 
             data.tokenizer, masked_lm_prob=d.masked_lm_prob,
             max_predictions_per_seq=max_predictions,
             whole_word_masking=d.whole_word_masking, masking_budget=d.masking_budget,
-            mask_unk=d.mask_unk, random_replacement=d.random_replacement))
+            mask_unk=d.mask_unk, random_replacement=d.random_replacement,
+            whole_word_segmenter=d.whole_word_segmenter))
 
   if isinstance(examples, grain_loader.PhasedSplits):
     return grain_loader.PhasedLoader([(p.start_step, loader(p.split, p.max_predictions))
