@@ -10,6 +10,7 @@ import types
 import jax
 import numpy as np
 
+from bert_jax.config import ModelConfig
 from bert_jax.train import checkpoint
 
 NER_LABELS = ("O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC", "B-MISC",
@@ -114,4 +115,5 @@ def as_finetune_workdir(workdir, config, kind: str, label_names) -> str:
   task = {"task": d.task, "kind": kind, "label_names": list(label_names),
           "max_seq_length": d.max_seq_length, "doc_stride": d.doc_stride,
           "max_query_length": d.max_query_length, "lowercase": d.lowercase}
-  return write_finetune_workdir(workdir, params, config.model, task, d.vocab_path)
+  return write_finetune_workdir(workdir, params, ModelConfig.from_config(config.model),
+                                task, d.vocab_path)

@@ -9,11 +9,12 @@ import numpy as np
 import pytest
 
 from bert_jax import convert
+from bert_jax.config import ModelConfig
 from bert_jax.convert import hf_tokenizer
 from bert_jax.data import corpora, tokenizers, wordpiece
 from bert_jax.models import BertForPreTraining
 from bert_jax.train import checkpoint
-from configs import common, finetune_common
+from configs import finetune_common
 
 CHINESE = ("北京是中国的首都人口超过两千万我爱自然语言处理模型很好用今天天气不错我们去公园散步吧"
            "上海的经济发展非常迅速学生们在图书馆里认真学习春天来了花都开了")
@@ -34,9 +35,8 @@ def texts_500(seed=0):
 
 def write_workdir(path, tokenizer_path, vocab_size):
   """A pretraining workdir: config.json naming the tokenizer, one orbax checkpoint."""
-  cfg = common.model_config("tiny")
-  cfg.vocab_size, cfg.hidden_size, cfg.num_heads, cfg.intermediate_size = vocab_size, 16, 2, 32
-  cfg.num_layers = 1
+  cfg = ModelConfig(vocab_size=vocab_size, hidden_size=16, num_heads=2,
+                    intermediate_size=32, num_layers=1)
   ids = np.zeros((1, 4), np.int32)
   import flax.linen as nn
   params = nn.meta.unbox(BertForPreTraining(cfg).init(jax.random.PRNGKey(0), ids, ids,

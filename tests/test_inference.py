@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 
 from bert_jax import inference
+from bert_jax.config import ModelConfig
 from bert_jax.data.tasks import common as task_common
 from bert_jax.inference import model as model_lib
 from bert_jax.train import finetune, pretrain
-from configs import common, finetune_common
+from configs import finetune_common
 from configs import pretrain as pretrain_config
 from tests import inference_helpers as helpers
 from tests.helpers import write_embedded_corpus
@@ -92,9 +93,8 @@ def test_fill_mask_matches_the_pretraining_printout(tmp_path):
 @pytest.fixture(scope="module")
 def keyword_models(tmp_path_factory):
   """Classifier, tagger and QA model that react to the word 'paris' (helpers)."""
-  cfg = common.model_config("tiny")
-  cfg.vocab_size, cfg.hidden_size, cfg.num_heads, cfg.intermediate_size = 30522, 32, 2, 64
-  cfg.num_layers = 1
+  cfg = ModelConfig(vocab_size=30522, hidden_size=32, num_heads=2, intermediate_size=64,
+                    num_layers=1)
   keyword = task_common.WordPiece(VOCAB).encode("paris")[0][0]
   root = tmp_path_factory.mktemp("keyword")
   tasks = {

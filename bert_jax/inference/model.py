@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import functools
 import os
-from typing import Any
-
 import jax
 import numpy as np
 
@@ -162,17 +160,16 @@ def _load_finetune(src: source_lib.Source, step: int | None) -> Model:
   return Model(make_model(kind, cfg, num_labels), params, cfg, kind, src)
 
 
-def _finetune_model_config(workdir: str, directory: str, step: int | None) -> Any:
-  """The model config saved with the checkpoint, else config.json's `model` section."""
+def _finetune_model_config(workdir: str, directory: str, step: int | None):
+  """The ModelConfig saved with the checkpoint, else config.json's `model` section."""
+  from bert_jax.convert import ConversionError, native
   from bert_jax.train import checkpoint as checkpoint_lib
-  read = getattr(checkpoint_lib, "read_model_config", None)
-  if read is not None:
+  try:
+    cfg = checkpoint_lib.read_model_config(directory, step)
+  except (FileNotFoundError, ValueError):
+    where = os.path.join(workdir, native.CONFIG_FILE)
     try:
-      return read(directory, step).replace(scan_layers=False)
-    except (FileNotFoundError, KeyError, ValueError):
-      pass
-  from bert_jax.convert import native
-  where = os.path.join(workdir, native.CONFIG_FILE)
-  cfg = native._model_config(native._read_config(where), where)  # noqa: SLF001
-  cfg.scan_layers = False
-  return cfg
+      cfg = native._model_config(native._read_config(where), where)  # noqa: SLF001
+    except ConversionError as e:
+      raise ModelError(str(e)) from None
+  return cfg.replace(scan_layers=False)
