@@ -1,9 +1,9 @@
-"""Chinese: whole-word masking over jieba words in a short pretraining run, and the
-segmentation hook itself."""
+"""Chinese: whole-word masking over jieba words, in a short pretraining run (in-memory
+path) and in `data.prepare`'s static masks; the segmenter's errors."""
 import numpy as np
 import pytest
 
-from bert_jax.data import masking, wordpiece
+from bert_jax.data import grain_loader, masking, prepare, wordpiece
 from bert_jax.train import pretrain
 from configs import pretrain as pretrain_config
 
@@ -65,19 +65,39 @@ def test_pretraining_with_jieba_whole_word_masking_masks_whole_words(tmp_path):
   tok = wordpiece.WordPieceTokenizer.load(vocab)
   loader = pretrain.make_loader(data.train_examples, data, c, seed=0, shuffle=True,
                                 repeat=False)
-  multi_char_words_masked = 0
-  for batch, _ in zip(loader, range(4)):
-    for row in range(len(batch["input_ids"])):
-      ids = batch["input_ids"][row].copy()
-      weights = batch["masked_lm_weights"][row] > 0
-      positions = batch["masked_lm_positions"][row][weights]
-      ids[positions] = batch["masked_lm_ids"][row][weights]   # the original text
-      masked = set(positions.tolist())
-      for word in jieba_words([tok.id_to_piece(i) for i in ids]):
-        hit = masked & set(word)
-        assert not hit or hit == set(word), (word, sorted(masked))
-        multi_char_words_masked += bool(hit) and len(word) > 1
-  assert multi_char_words_masked > 10
+  assert sum(masked_whole_words(batch, tok) for batch, _ in zip(loader, range(4))) > 10
+
+
+def masked_whole_words(batch, tok) -> int:
+  """Asserts every jieba word is masked whole or not at all; counts multi-character
+  words masked."""
+  count = 0
+  for row in range(len(batch["input_ids"])):
+    ids = batch["input_ids"][row].copy()
+    weights = batch["masked_lm_weights"][row] > 0
+    positions = batch["masked_lm_positions"][row][weights]
+    ids[positions] = batch["masked_lm_ids"][row][weights]   # the original text
+    masked = set(positions.tolist())
+    for word in jieba_words([tok.id_to_piece(i) for i in ids]):
+      hit = masked & set(word)
+      assert not hit or hit == set(word), (word, sorted(masked))
+      count += bool(hit) and len(word) > 1
+  return count
+
+
+def test_prepare_with_static_jieba_masks_masks_whole_words(tmp_path):
+  vocab, _ = char_vocab(tmp_path / "vocab.txt")
+  out = str(tmp_path / "prepared")
+  prepare.prepare(prepare.parse_args([
+      f"--corpus={chinese_corpus(tmp_path / 'zh.txt')}", f"--output_dir={out}",
+      f"--tokenizer={vocab}", "--max_seq_length=32", "--max_predictions_per_seq=8",
+      "--masking=static", "--whole_word_masking=true", "--whole_word_segmenter=jieba",
+      "--num_workers=1", "--dupe_factor=1"]))
+  tok = wordpiece.WordPieceTokenizer.load(vocab)
+  split = grain_loader.PreparedSplit(out)
+  kwargs = masking.masking_kwargs(tok, 0.15, 8, True, whole_word_segmenter="jieba")
+  batch = next(iter(grain_loader.GrainPretrainingLoader(split, 32, 0, kwargs)))
+  assert masked_whole_words(batch, tok) > 10
 
 
 def test_segmenter_needs_whole_word_masking_and_a_known_name(tmp_path):
