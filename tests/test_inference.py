@@ -170,3 +170,17 @@ def test_embed_windows_long_texts_and_not_short_ones():
   assert len(tok.encode(long_text)[0]) > 256
   vec = inference.embed(model, tok, [long_text], max_length=128, stride=64)
   np.testing.assert_allclose(np.linalg.norm(vec), 1.0, rtol=1e-6)
+
+
+def test_a_dir_with_only_tokenizer_json_tokenizes_as_its_vocab(tmp_path):
+  import shutil
+  for name in ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"):
+    shutil.copy(os.path.join(MINILM, name), tmp_path / name)
+  texts = mixed_sentences(20, seed=3)
+  from_json = inference.Tokenizer.from_pretrained(str(tmp_path))
+  from_vocab = inference.Tokenizer.from_pretrained(MINILM)
+  assert from_json.path.endswith("tokenizer.json")
+  for key, value in from_json(texts).items():
+    np.testing.assert_array_equal(value, from_vocab(texts)[key])
+  assert [from_json.encode_words(t.split()) for t in texts] == [
+      from_vocab.encode_words(t.split()) for t in texts]

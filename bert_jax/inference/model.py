@@ -49,7 +49,12 @@ class Model:
 
   @classmethod
   def from_pretrained(cls, path: str, step: int | None = None) -> Model:
-    """Loads a fine-tuning or pretraining workdir, an HF, Google or params dir."""
+    """Loads a fine-tuning or pretraining workdir, an HF, Google or params dir.
+
+    `step`: a workdir's checkpoint; default: for a fine-tuning workdir whose task.json
+    names a `best_metric`, the best-ranked step (the one its test predictions used),
+    else the newest.
+    """
     src = source_lib.locate(path)
     if src.kind == "finetune":
       return _load_finetune(src, step)
@@ -142,6 +147,9 @@ def _load_finetune(src: source_lib.Source, step: int | None) -> Model:
   from bert_jax.train import checkpoint as checkpoint_lib
   from bert_jax.train.finetune import make_model
   directory = os.path.join(src.path, native.CHECKPOINTS_DIR)
+  best_step = getattr(checkpoint_lib, "best_step", None)  # lands with the trainer change
+  if step is None and src.task.get("best_metric") and best_step is not None:
+    step = best_step(directory, src.task["best_metric"], "max")  # the run's test epoch
   try:
     params = checkpoint_lib.restore_params(directory, step)
   except FileNotFoundError as e:

@@ -92,10 +92,11 @@ def locate(path: str) -> Source:
     lower = {"true": True, "false": False}.get(str(d.get("tokenizer_lowercase", "auto")))
     return Source(path, kind, _existing(tok, f"{path}/config.json data.tokenizer_path"),
                   lowercase=lower)
-  found = [f for f in ("vocab.txt", "spm.model") if os.path.isfile(os.path.join(path, f))]
+  found = [f for f in ("vocab.txt", "spm.model", "tokenizer.json")
+           if os.path.isfile(os.path.join(path, f))]
   if not found:
-    raise ModelError(f"{path} ({kind}) holds no tokenizer: expected vocab.txt or "
-                     "spm.model beside the weights")
+    raise ModelError(f"{path} ({kind}) holds no tokenizer: expected vocab.txt, "
+                     "spm.model or tokenizer.json beside the weights")
   src = Source(path, kind, os.path.join(path, found[0]))
   if kind == "hf" and os.path.isfile(os.path.join(path, "modules.json")):
     _sentence_transformers(src)

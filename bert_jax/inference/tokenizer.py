@@ -46,8 +46,15 @@ class Tokenizer:
 
   @classmethod
   def from_file(cls, path: str, lowercase: bool | None = None) -> Tokenizer:
-    """A WordPiece `vocab.txt` (or its dir) or a SentencePiece `.model`."""
+    """A WordPiece `vocab.txt` (or its dir), a SentencePiece `.model` or an HF
+    `tokenizer.json`."""
     from bert_jax.data import tokenizers, wordpiece
+    if path.endswith(".json"):
+      import tokenizers as hf_tokenizers
+      tok = hf_tokenizers.Tokenizer.from_file(path)
+      tok.no_padding()      # saved settings of the HF side; pipelines window instead
+      tok.no_truncation()
+      return cls(common.WordPiece(path, tokenizer=tok), path)
     if path.endswith(".model"):
       return cls(common.SentencePieceOffsets(tokenizers.SentencePieceTokenizer.load(path)),
                  path)

@@ -54,12 +54,15 @@ def check_nonempty(examples: Sequence, where: str) -> None:
 class WordPiece:
   """BERT WordPiece (`tokenizers.BertWordPieceTokenizer`) with ids and char offsets."""
 
-  def __init__(self, vocab_path: str, lowercase: bool = True):
+  def __init__(self, vocab_path: str, lowercase: bool = True, tokenizer=None):
+    """`tokenizer`: instead of the vocab, any `tokenizers` pipeline with BERT's special
+    tokens (e.g. `tokenizers.Tokenizer.from_file('tokenizer.json')`); `vocab_path`
+    then only names it in errors."""
     from tokenizers import BertWordPieceTokenizer
-    if not os.path.isfile(vocab_path):
+    if tokenizer is None and not os.path.isfile(vocab_path):
       raise FileNotFoundError(
           f"config field data.vocab_path={vocab_path!r}: no such vocab.txt")
-    self._tok = BertWordPieceTokenizer(vocab_path, lowercase=lowercase)
+    self._tok = tokenizer or BertWordPieceTokenizer(vocab_path, lowercase=lowercase)
     ids = {t: self._tok.token_to_id(t)
            for t in ("[CLS]", "[SEP]", "[PAD]", "[UNK]", "[MASK]")}
     missing = [t for t, i in ids.items() if i is None]
