@@ -157,7 +157,8 @@ def sentencepiece_files(directory: str, model_path: str, model_max_length: int
 
 
 def write(directory: str, tokenizer_files: list[str], model_max_length: int) -> list[str]:
-  """The HF tokenizer files for the copied source files, unless it brought its own."""
+  """The HF tokenizer files for the copied source files, unless it brought its own
+  (an HF source) or has none (weights only: the summary's file list shows it)."""
   names = {os.path.basename(p): p for p in tokenizer_files}
   if "tokenizer.json" in names or "tokenizer_config.json" in names:
     return []   # an HF source: its own tokenizer files are already copied
@@ -171,5 +172,4 @@ def write(directory: str, tokenizer_files: list[str], model_max_length: int) -> 
         if isinstance(e, ConversionError):
           raise
         raise ConversionError(f"cannot read the tokenizer {path[0]}: {e}") from None
-  raise ConversionError("the source has no tokenizer (vocab.txt or spm.model) to export "
-                        "beside the weights; transformers could not encode text for it")
+  return []   # a source without a tokenizer (weights only): nothing to carry over

@@ -143,7 +143,7 @@ def _unpad(v: np.ndarray, rows: int, length: int) -> np.ndarray:
 def _load_finetune(src: source_lib.Source, step: int | None) -> Model:
   """A fine-tuning workdir: params of `checkpoints/<step>` with its task head."""
   from bert_jax.convert import native
-  from bert_jax.models import scan_layout
+  from bert_jax.models import params as params_lib
   from bert_jax.train import checkpoint as checkpoint_lib
   from bert_jax.train.finetune import make_model
   directory = os.path.join(src.path, native.CHECKPOINTS_DIR)
@@ -154,7 +154,7 @@ def _load_finetune(src: source_lib.Source, step: int | None) -> Model:
     params = checkpoint_lib.restore_params(directory, step)
   except FileNotFoundError as e:
     raise ModelError(f"fine-tuning workdir {src.path}: {e}") from None
-  params = scan_layout.to_unscanned(params)
+  params = params_lib.to_per_layer(params)
   cfg = _finetune_model_config(src.path, directory, step)
   if "classifier" not in params:
     raise ModelError(f"{directory} holds no task head ('classifier' params); is "
