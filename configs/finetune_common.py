@@ -88,6 +88,12 @@ def finetune_config(task: str, a, *, lr: float, epochs: float, batch: int, seq: 
   t.max_grad_norm = 1.0
   t.log_every_steps = 50
   t.profile_steps = ""             # 'A,B': jax.profiler trace of steps A..B into WORKDIR/profile (benchmarks/profile_summary.py reads it); '' = off
+  # Checkpoints (workdir/checkpoints/<step>: state, data position, config) at every
+  # epoch end, every this many steps, at the last step and on SIGTERM; a rerun of the
+  # same command resumes from the newest. Kept: the newest `checkpoint_keep` plus the
+  # best epoch by eval.select_metric (exported by `python -m bert_jax.convert --step=best`).
+  t.checkpoint_every_steps = 1000
+  t.checkpoint_keep = 1
 
   c.eval = ml_collections.ConfigDict()
   c.eval.select_metric = ""       # best-epoch metric on the first eval split; '' = task's

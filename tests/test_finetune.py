@@ -50,7 +50,12 @@ def test_glue_end_to_end_on_mock_data(task, tmp_path):
   assert value in ("0", "1") if task == "mrpc" else float(value) == float(value)
   saved = json.loads((tmp_path / "results.json").read_text())
   assert saved["best"]["epoch"] == result["best"]["epoch"]
-  assert (tmp_path / "best_params").is_dir()
+  best_step = saved["best_step"]
+  assert (tmp_path / "checkpoints" / str(best_step) / "state").is_dir()
+  task_json = json.loads((tmp_path / "task.json").read_text())
+  assert task_json["label_names"] == (["not_equivalent", "equivalent"] if task == "mrpc"
+                                      else [])
+  assert (tmp_path / task_json["tokenizer"]).is_file()
 
 
 def fixed_conll(self, split, **kwargs):

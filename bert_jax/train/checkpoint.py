@@ -72,9 +72,13 @@ class Checkpointer:
       policies.append(checkpoint_managers.BestN(
           get_metric_fn=lambda m: m[best_metric], reverse=best_mode == "min", n=1,
           keep_checkpoints_without_metrics=False))
+    # best_fn makes orbax write each step's metrics to disk (item 'metrics'), so the
+    # ranking survives a restart and `best_step` can read it back.
     options = ocp.CheckpointManagerOptions(
         create=True,
-        preservation_policy=checkpoint_managers.AnyPreservationPolicy(policies))
+        preservation_policy=checkpoint_managers.AnyPreservationPolicy(policies),
+        best_fn=(lambda m: m[best_metric]) if best_metric else None,
+        best_mode=best_mode)
     self.best_metric = best_metric
     self.manager = ocp.CheckpointManager(self.directory, options=options,
                                          item_handlers=_item_handlers())
@@ -117,6 +121,10 @@ class Checkpointer:
     if not os.path.isdir(self.directory):
       return []
     return sorted(n for n in os.listdir(self.directory) if _TMP_MARK in n)
+
+  def readable(self, step: int) -> bool:
+    """`step` is a finished checkpoint whose metadata reads (its files not lost)."""
+    return step in self.steps() and self._saved_param_shapes(step) is not None
 
   def _saved_param_shapes(self, step: int) -> dict[str, tuple] | None:
     """Shapes of the saved params (they decide; the optimizer state mirrors them)."""
@@ -220,6 +228,24 @@ class Checkpointer:
         log_lib.info("moved the unrestorable checkpoint %s to %s", src, dst)
     multihost_utils.sync_global_devices("checkpoints set aside")
     self.manager.reload()
+
+
+def best_step(checkpoint_dir: str, metric: str, mode: str = "max") -> int | None:
+  """The kept step whose saved eval `metric` is best (None if no step has it).
+
+  Metrics are on disk for runs whose Checkpointer had a `best_metric`."""
+  manager = ocp.CheckpointManager(os.path.abspath(checkpoint_dir),
+                                  item_handlers=_item_handlers())
+  scored = {}
+  for step in manager.all_steps():
+    metrics = manager.metrics(step) or {}
+    if metric in metrics:
+      scored[step] = metrics[metric]
+  manager.close()
+  if not scored:
+    return None
+  sign = 1.0 if mode == "max" else -1.0   # ties: the later step, as orbax's BestN keeps
+  return max(scored, key=lambda step: (sign * scored[step], step))
 
 
 def restore_params(checkpoint_dir: str, step: int | None = None,

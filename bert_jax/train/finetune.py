@@ -4,15 +4,30 @@ The paper's recipe (Devlin et al. 2019, section 4 and appendix A.3): AdamW with 
 pretraining optimizer's settings (`train/optim.py`), linear warmup over
 `train.warmup_proportion` of the steps then linear decay, `train.num_epochs` epochs,
 evaluation after every epoch, and the best epoch (by `eval.select_metric` on the first
-eval split) kept: its parameters in `workdir/best_params/` and its scores in
-`workdir/results.json`; test-split predictions come from the best parameters.
+eval split) kept; test-split predictions come from the best parameters.
+
+The loop is `train/trainer.py`'s, as for pretraining: checkpoints with the data
+position (`EpochBatches`: epoch and batch), so a killed run resumes bit for bit; a
+SIGTERM saves and exits; retention keeps the newest and the best epoch. The workdir
+is self-contained:
+
+    config.json        the resolved config (model shape included)
+    task.json          task, kind, label names, lengths, lowercase, tokenizer file
+    tokenizer/         a copy of the tokenizer file
+    checkpoints/<step> orbax: state, data position, config (+ eval metrics)
+    metrics.jsonl, tensorboard/, predictions/epoch_N/, predictions/test/
+    results.json       every epoch's scores and the best one (written at the end)
+
+`python -m bert_jax.convert --src=WORKDIR --dst=DIR --step=best` exports the best
+checkpoint to Hugging Face (the encoder with the matching task head class).
 Optional layer-wise LR decay (`train.layerwise_lr_decay` < 1): the update of layer `l`
 of `L` is scaled by `decay ** (L + 1 - l)` (embeddings l = 0, heads and pooler L + 1).
 
 Start from: an HF BERT directory (`init.checkpoint='hf:DIR'`: config.json,
-model.safetensors, vocab.txt), a bert_jax pretraining workdir (`'bert_jax:WORKDIR'`:
-the newest orbax checkpoint's `params/bert`, and its SentencePiece tokenizer), or
-random init (`''`). The task head is always freshly initialised.
+model.safetensors, vocab.txt), a bert_jax workdir (`'bert_jax:WORKDIR'`, pretraining
+or fine-tuned: the newest checkpoint's `params/bert` in either encoder layout, its
+tokenizer, and its model shape from its config.json), or random init (`''`). The
+task head is always freshly initialised.
 """
 
 from __future__ import annotations
@@ -20,6 +35,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import shutil
 from typing import Any
 
 import flax.linen as nn
@@ -37,7 +53,8 @@ from bert_jax.models import (BertForQuestionAnswering, BertForSequenceClassifica
                              BertForTokenClassification)
 from bert_jax.models import params as params_lib
 from bert_jax.train import logging as log_lib
-from bert_jax.train import optim, profiling, state as state_lib
+from bert_jax.train import checkpoint as checkpoint_lib
+from bert_jax.train import optim, trainer
 
 INPUT_KEYS = ("input_ids", "token_type_ids", "attention_mask")
 LABEL_KEYS = {"classification": ("label",), "regression": ("label",),
@@ -164,8 +181,30 @@ def load_hf_dir(directory: str, model_cfg) -> dict:
   return {"bert": params["bert"]}
 
 
+# Architecture fields an `init=bert_jax:WORKDIR` run takes from that workdir's config.
+SHAPE_FIELDS = ("vocab_size", "hidden_size", "num_layers", "num_heads", "intermediate_size",
+                "hidden_act", "max_position_embeddings", "type_vocab_size",
+                "layer_norm_eps")
+
+
+def _read_json(path: str, what: str) -> dict:
+  try:
+    with open(path, encoding="utf-8") as f:
+      return json.load(f)
+  except FileNotFoundError:
+    raise FileNotFoundError(f"{what}: no {path}") from None
+
+
+def source_model_fields(workdir: str) -> dict:
+  """The architecture fields a bert_jax workdir (pretraining or fine-tuned) recorded."""
+  saved = _read_json(os.path.join(workdir, "config.json"),
+                     f"init.checkpoint=bert_jax:{workdir}")
+  return {k: v for k, v in saved.get("model", {}).items() if k in SHAPE_FIELDS}
+
+
 def load_bert_jax_workdir(workdir: str) -> dict:
-  """{'bert': ...} from the newest checkpoint of a bert_jax pretraining workdir."""
+  """{'bert': ...} from the newest checkpoint of a bert_jax workdir (pretraining or
+  fine-tuned), in the layout it was saved in (`merge_params` places either)."""
   from bert_jax.train import checkpoint as checkpoint_lib
   try:
     params = checkpoint_lib.restore_params(os.path.join(workdir, "checkpoints"))
@@ -174,20 +213,39 @@ def load_bert_jax_workdir(workdir: str) -> dict:
   return {"bert": params["bert"]}
 
 
+def source_tokenizer(workdir: str, d):
+  """(tokenizer, path) a bert_jax workdir used: a fine-tuned one's task.json, a
+  pretraining run's data.tokenizer_path, or the SentencePiece model it trained."""
+  from bert_jax.data import tokenizers
+  task_file = os.path.join(workdir, TASK_FILE)
+  if os.path.isfile(task_file):
+    task = _read_json(task_file, f"init.checkpoint=bert_jax:{workdir}")
+    path, lowercase = os.path.join(workdir, task["tokenizer"]), task["lowercase"]
+  else:
+    saved = _read_json(os.path.join(workdir, "config.json"),
+                       f"init.checkpoint=bert_jax:{workdir}")
+    path = (saved.get("data") or {}).get("tokenizer_path") or os.path.join(
+        workdir, "tokenizer", "spm.model")
+    lowercase = d.lowercase
+  if path.endswith(".model"):
+    return common.SentencePieceOffsets(tokenizers.SentencePieceTokenizer.load(path)), path
+  return common.WordPiece(path, lowercase), path
+
+
 def initial_weights_and_tokenizer(config):
-  """(params {'bert': ...} or None, tokenizer) from `init.checkpoint` / `data.vocab_path`."""
+  """(params {'bert': ...} or None, tokenizer, tokenizer file) from `init.checkpoint` /
+  `data.vocab_path`."""
   ckpt, d = config.init.checkpoint, config.data
   kind, _, where = ckpt.partition(":")
-  params, tok = None, None
+  params, tok, path = None, None, d.vocab_path
   if kind == "hf":
     params = load_hf_dir(where, config.model)
-    tok = common.WordPiece(d.vocab_path or os.path.join(where, "vocab.txt"), d.lowercase)
+    path = d.vocab_path or os.path.join(where, "vocab.txt")
+    tok = common.WordPiece(path, d.lowercase)
   elif kind == "bert_jax":
-    from bert_jax.data import tokenizers
     params = load_bert_jax_workdir(where)
-    spm = os.path.join(where, "tokenizer", "spm.model")
-    tok = (common.WordPiece(d.vocab_path, d.lowercase) if d.vocab_path else
-           common.SentencePieceOffsets(tokenizers.SentencePieceTokenizer.load(spm)))
+    if not d.vocab_path:
+      tok, path = source_tokenizer(where, d)
   elif ckpt:
     raise ValueError(f"config field init.checkpoint={ckpt!r}: expected '', 'hf:DIR' or "
                      "'bert_jax:WORKDIR'")
@@ -199,7 +257,7 @@ def initial_weights_and_tokenizer(config):
   if tok.vocab_size > config.model.vocab_size:
     raise ValueError(f"the tokenizer has {tok.vocab_size} pieces but config field "
                      f"model.vocab_size={config.model.vocab_size}")
-  return params, tok
+  return params, tok, path
 
 
 def merge_params(init: dict, loaded: dict | None) -> dict:
@@ -213,18 +271,37 @@ def merge_params(init: dict, loaded: dict | None) -> dict:
 # ------------------------------------------------------------------------- batching
 
 
-def train_batches(features: dict, keys, batch_size: int, epoch: int, seed: int):
-  """This process's rows of each global batch of one epoch (shuffled, wrapping)."""
-  n = len(features["input_ids"])
-  steps = -(-n // batch_size)
-  order = np.resize(np.random.default_rng([seed, epoch]).permutation(n), steps * batch_size)
-  per = batch_size // jax.process_count()
-  lo = jax.process_index() * per
-  for s in range(steps):
-    rows = order[s * batch_size:(s + 1) * batch_size][lo:lo + per]
-    batch = {k: features[k][rows] for k in keys}
-    batch["weight"] = np.ones(per, np.float32)
-    yield batch
+class EpochBatches:
+  """This process's rows of each global batch, epoch after epoch (each epoch shuffled
+  by PRNG [seed, epoch], its last batch wrapping around). Resumable: `state()` is the
+  (epoch, position) of the next batch, so a restored run reads the same batches."""
+
+  def __init__(self, features: dict, keys, batch_size: int, seed: int):
+    self.features, self.keys, self.batch_size, self.seed = features, keys, batch_size, seed
+    self.num_rows = len(features["input_ids"])
+    self.steps_per_epoch = -(-self.num_rows // batch_size)
+    self.epoch, self.position = 1, 0
+
+  def state(self) -> dict:
+    return {"epoch": self.epoch, "position": self.position}
+
+  def restore(self, state: dict) -> None:
+    self.epoch, self.position = int(state["epoch"]), int(state["position"])
+
+  def __iter__(self):
+    per = self.batch_size // jax.process_count()
+    lo = jax.process_index() * per
+    while True:
+      order = np.resize(np.random.default_rng([self.seed, self.epoch]).permutation(
+          self.num_rows), self.steps_per_epoch * self.batch_size)
+      while self.position < self.steps_per_epoch:
+        s = self.position
+        rows = order[s * self.batch_size:(s + 1) * self.batch_size][lo:lo + per]
+        batch = {k: self.features[k][rows] for k in self.keys}
+        batch["weight"] = np.ones(per, np.float32)
+        self.position += 1
+        yield batch
+      self.epoch, self.position = self.epoch + 1, 0
 
 
 def predict(p_predict, state, features, keys, batch_size: int, mesh) -> dict:
@@ -263,12 +340,8 @@ def check_finetune_config(c) -> None:
       "a fraction in [0, 1)")
   req(0 < t.layerwise_lr_decay <= 1, "train.layerwise_lr_decay", t.layerwise_lr_decay,
       "in (0, 1]")
-
-
-def _write_json(path, obj):
-  if jax.process_index() == 0:
-    with open(path, "w", encoding="utf-8") as f:
-      json.dump(obj, f, indent=2, default=float)
+  for name in ("log_every_steps", "checkpoint_every_steps", "checkpoint_keep"):
+    req(t[name] >= 1, f"train.{name}", t[name], ">= 1")
 
 
 def _evaluate(task, p_predict, state, data, keys, batch_size, mesh, out_dir) -> dict:
@@ -283,23 +356,125 @@ def _evaluate(task, p_predict, state, data, keys, batch_size, mesh, out_dir) -> 
   return results
 
 
+# ------------------------------------------------------------ the workdir's files
+
+TASK_FILE = "task.json"
+RESULTS_FILE = "results.json"
+
+
+def label_names(task) -> list[str]:
+  """Names of the head's outputs, in order ([] for regression and spans)."""
+  if task.kind in ("regression", "span"):
+    return []
+  if task.kind == "token":
+    from bert_jax.data.tasks import ner
+    return list(ner.LABELS)
+  spec = getattr(task, "spec", None)
+  return list(spec.label_names) if spec is not None else [
+      str(i) for i in range(task.num_labels)]
+
+
+def task_description(task, d, tokenizer_file: str, best_metric: str) -> dict:
+  """`task.json`: what a fine-tuned workdir needs to be used without the training
+  config and data (the inference side reads exactly these keys)."""
+  return {"task": task.name, "kind": task.kind, "label_names": label_names(task),
+          "max_seq_length": d.max_seq_length, "doc_stride": d.doc_stride,
+          "max_query_length": d.max_query_length,
+          "lowercase": bool(d.lowercase) and not tokenizer_file.endswith(".model"),
+          "tokenizer": f"tokenizer/{os.path.basename(tokenizer_file)}",
+          "best_metric": best_metric}
+
+
+def write_task_files(workdir: str, task_json: dict, tokenizer_file: str) -> None:
+  """Copies the tokenizer into `workdir/tokenizer/` and writes `task.json` (process 0)."""
+  if jax.process_index() != 0:
+    return
+  directory = os.path.join(workdir, "tokenizer")
+  os.makedirs(directory, exist_ok=True)
+  options = os.path.splitext(tokenizer_file)[0] + ".json"   # spm.json beside spm.model
+  for src in (tokenizer_file, options):
+    dst = os.path.join(directory, os.path.basename(src))
+    if os.path.isfile(src) and os.path.abspath(src) != os.path.abspath(dst):
+      shutil.copyfile(src, dst + ".tmp")
+      os.replace(dst + ".tmp", dst)
+  trainer.write_json_atomic(os.path.join(workdir, TASK_FILE), task_json)
+
+
+def eval_history(workdir: str, eval_splits, steps_per_epoch: int) -> list[dict]:
+  """One row per evaluation, from `metrics.jsonl` (the last row of a re-run step wins),
+  with the mean logged train loss since the previous evaluation."""
+  rows: dict[int, dict] = {}
+  with open(os.path.join(workdir, "metrics.jsonl"), encoding="utf-8") as f:
+    for line in f:
+      row = json.loads(line)
+      rows.setdefault(row["step"], {}).update(row)
+  history, losses = [], []
+  for step in sorted(rows):
+    row = rows[step]
+    if "train/loss" in row:
+      losses.append(row["train/loss"])
+    evals = {split: {k.split("/", 2)[2]: v for k, v in row.items()
+                     if k.startswith(f"eval/{split}/")} for split in eval_splits}
+    if any(evals.values()):
+      history.append({"epoch": -(-step // steps_per_epoch), "step": step,
+                      "train_loss": float(np.mean(losses)) if losses else float("nan"),
+                      "eval": evals})
+      losses = []
+  return history
+
+
+def _print_results(out: dict) -> None:
+  if jax.process_index() == 0:
+    best = out["best"]
+    print(f"best epoch {best['epoch']} (step {best['step']}) by {out['select_metric']}: "
+          f"{json.dumps(best['eval'])}", flush=True)
+
+
+# ------------------------------------------------------------------------------ job
+
+
+def _with_source_model(config):
+  """A copy of `config` whose model shape is the `init=bert_jax:WORKDIR` source's."""
+  kind, _, where = config.init.checkpoint.partition(":")
+  if kind != "bert_jax":
+    return config
+  fields = source_model_fields(where)
+  config = ml_collections.ConfigDict(config.to_dict())
+  changed = {k: v for k, v in fields.items() if config.model[k] != v}
+  if changed:
+    log_lib.info("model shape from %s/config.json: %s", where, changed)
+  config.model.update(fields)
+  return config
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-  """Fine-tunes, evaluates every epoch, predicts the test splits; returns results."""
+  """Fine-tunes, evaluates every epoch, predicts the test splits; returns results.
+
+  Rerunning a finished command prints the stored results and writes nothing.
+  """
   check_finetune_config(config)
   workdir = config_checks.prepare_workdir(workdir)
-  _write_json(os.path.join(workdir, "config.json"), json.loads(config.to_json_best_effort()))
+  config = _with_source_model(config)
   d, t = config.data, config.train
   mesh = parallel.create_mesh(config.mesh)
   rules = parallel.logical_axis_rules(config.mesh)
   parallel.check_global_batch(t.global_batch_size, mesh)
 
-  loaded, tok = initial_weights_and_tokenizer(config)
+  loaded, tok, tokenizer_file = initial_weights_and_tokenizer(config)
   task = tasks_lib.get_task(d, tok)
   if task.train_split is None:
     raise ValueError(f"config field data.task={task.name!r} has no training split; "
                      "data.task='mnli' trains on MNLI and predicts AX (AX.tsv)")
   train_examples = task.load(task.train_split)
   train_features = task.featurize(train_examples, task.train_split)
+  batches = EpochBatches(train_features, INPUT_KEYS + LABEL_KEYS[task.kind],
+                         t.global_batch_size, config.seed)
+  num_steps = max(1, int(round(t.num_epochs * batches.steps_per_epoch)))
+  stored = trainer.finished(workdir, RESULTS_FILE, num_steps, config)
+  if stored is not None:
+    _print_results(stored)
+    return stored
+
   evals = {s: task.load(s) for s in task.eval_splits}
   evals = {s: (ex, task.featurize(ex, s)) for s, ex in evals.items()}
   tests = {}
@@ -310,81 +485,68 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                task.kind, len(train_examples), len(train_features["input_ids"]),
                {s: len(ex) for s, (ex, _) in evals.items()})
 
-  steps_per_epoch = -(-len(train_features["input_ids"]) // t.global_batch_size)
-  num_steps = max(1, int(round(t.num_epochs * steps_per_epoch)))
   model = make_model(task.kind, ModelConfig.from_config(config.model), task.num_labels)
   tx, schedule = create_optimizer(t, num_steps, config.model.num_layers)
   dummy = np.zeros((1, d.max_seq_length), np.int32)
-  rng = jax.random.PRNGKey(config.seed)
-  init_rng, dropout_rng = jax.random.split(rng)
-  state, shardings = state_lib.create_sharded_state(
-      model, tx, (dummy, dummy, dummy), init_rng, mesh, rules)
+  created = trainer.create_state(model, tx, (dummy, dummy, dummy), config.seed, mesh,
+                                 rules)
   if loaded is not None:
-    params = merge_params(state.params, loaded)
-    state = state.replace(params=params, opt_state=jax.jit(
-        tx.init, out_shardings=shardings.opt_state)(params))
+    params = merge_params(created.state.params, loaded)
+    created.state = created.state.replace(params=params, opt_state=jax.jit(
+        tx.init, out_shardings=created.shardings.opt_state)(params))
 
   keys = INPUT_KEYS + LABEL_KEYS[task.kind]
-  repl, bsh = parallel.replicated(mesh), parallel.batch_sharding(mesh)
   select = config.eval.select_metric or DEFAULT_SELECT[task.kind]
-  writer = log_lib.MetricWriter(workdir)
-  history, best = [], None
-  import orbax.checkpoint as ocp
-  best_dir = os.path.join(workdir, "best_params")
-  saver = ocp.StandardCheckpointer()
+  best_metric = f"{task.eval_splits[0]}/{select}"
+  spe = batches.steps_per_epoch
+
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-    p_train = jax.jit(functools.partial(train_step, kind=task.kind, schedule=schedule),
-                      in_shardings=(shardings, bsh, repl), out_shardings=(shardings, repl),
-                      donate_argnums=0)
+    p_train = trainer.jit_train_step(
+        functools.partial(train_step, kind=task.kind, schedule=schedule),
+        created.shardings, mesh)
     p_predict = jax.jit(functools.partial(predict_step, kind=task.kind),
-                        in_shardings=(shardings, bsh), out_shardings=repl)
-    step, epoch = 0, 0
-    profiler = profiling.StepProfiler(workdir, t.profile_steps)
-    while step < num_steps:
-      epoch += 1
-      losses = []
-      for batch in train_batches(train_features, keys, t.global_batch_size, epoch,
-                                 config.seed):
-        if step >= num_steps:
-          break
-        step += 1
-        profiler.step_start(step)
-        state, m = p_train(state, parallel.global_batch(batch, mesh), dropout_rng)
-        profiler.step_end(step, m)
-        losses.append(m["loss"])
-        if step % t.log_every_steps == 0:
-          writer.write(step, jax.device_get(m), prefix="train/")
-      mean_loss = float(np.mean(jax.device_get(losses)))
-      if not np.isfinite(mean_loss):
-        raise FloatingPointError(f"training loss is {mean_loss} in epoch {epoch}; lower "
-                                 "config field train.learning_rate or check the labels")
+                        in_shardings=(created.shardings, parallel.batch_sharding(mesh)),
+                        out_shardings=parallel.replicated(mesh))
+
+    def evaluate(state, step) -> dict[str, float]:
+      epoch = -(-step // spe)
       results = _evaluate(task, p_predict, state, evals, keys, t.global_batch_size, mesh,
                           os.path.join(workdir, "predictions", f"epoch_{epoch}"))
-      row = {"epoch": epoch, "step": step, "train_loss": mean_loss, "eval": results}
-      history.append(row)
-      first = results[task.eval_splits[0]]
-      if select not in first:
+      if select not in results[task.eval_splits[0]]:
         raise ValueError(f"config field eval.select_metric={select!r} is not among the "
-                         f"metrics {sorted(first)}")
-      for split, res in results.items():
-        writer.write(step, {k: v for k, v in res.items()
-                            if isinstance(v, (int, float))}, prefix=f"eval/{split}/")
-      log_lib.info("epoch %d: train loss %.4f, %s", epoch, mean_loss, results)
-      if best is None or first[select] > best["eval"][task.eval_splits[0]][select]:
-        best = row
-        saver.save(best_dir, state.params, force=True)
-        saver.wait_until_finished()
-    profiler.close()
+                         f"metrics {sorted(results[task.eval_splits[0]])}")
+      log_lib.info("epoch %d (step %d): %s", epoch, step, results)
+      return {f"{split}/{k}": v for split, res in results.items() for k, v in res.items()
+              if isinstance(v, (int, float))}
+
+    result = trainer.train(
+        workdir=workdir, config=config, mesh=mesh, rules=rules, created=created,
+        p_train_step=p_train, batches=batches, evaluate=evaluate,
+        on_start=lambda: write_task_files(
+            workdir, task_description(task, d, tokenizer_file, best_metric),
+            tokenizer_file),
+        loop=trainer.Loop(
+            num_train_steps=num_steps, log_every_steps=t.log_every_steps,
+            eval_every_steps=spe, checkpoint_every_steps=t.checkpoint_every_steps,
+            sequences_per_step=t.global_batch_size, tokens_per_sequence=d.max_seq_length,
+            checkpoint_keep=t.checkpoint_keep, best_metric=best_metric, best_mode="max",
+            profile_steps=t.get("profile_steps", "")))
+    if result.preempted:
+      return {"task": task.name, "preempted_at": result.step}
+    best_step = checkpoint_lib.best_step(os.path.join(workdir, "checkpoints"),
+                                         best_metric, "max")
     if tests:
-      if best["epoch"] != epoch:
-        params = saver.restore(best_dir, jax.tree_util.tree_map(
-            lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding),
-            state.params))
-        state = state.replace(params=params)
+      state = result.state
+      if best_step != result.step:
+        ckpt = checkpoint_lib.Checkpointer(os.path.join(workdir, "checkpoints"))
+        state, _ = ckpt.restore(best_step, created.abstract_state())
+        ckpt.close()
       _evaluate(task, p_predict, state, tests, keys, t.global_batch_size, mesh,
                 os.path.join(workdir, "predictions", "test"))
-  saver.close()
-  writer.close()
-  out = {"task": task.name, "select_metric": select, "best": best, "epochs": history}
-  _write_json(os.path.join(workdir, "results.json"), out)
+  history = eval_history(workdir, task.eval_splits, spe) if jax.process_index() == 0 else []
+  best = next((row for row in history if row["step"] == best_step), None)
+  out = {"task": task.name, "select_metric": select, "best": best, "epochs": history,
+         "best_step": best_step, "step": num_steps}
+  trainer.write_json_atomic(os.path.join(workdir, RESULTS_FILE), out)
+  _print_results(out)
   return out

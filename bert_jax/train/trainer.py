@@ -173,7 +173,8 @@ def write_json_atomic(path: str, obj) -> None:
 
 
 def finished(workdir: str, filename: str, num_train_steps: int, config) -> dict | None:
-  """The stored final figures of a run that already reached `num_train_steps`.
+  """The stored final figures of a run that reached `num_train_steps` (and still holds
+  that step's checkpoint).
 
   Rerunning a finished command returns them and writes nothing; the same workdir
   with other settings is an error (`check_same_run`).
@@ -184,6 +185,11 @@ def finished(workdir: str, filename: str, num_train_steps: int, config) -> dict 
   with open(path, encoding="utf-8") as f:
     stored = json.load(f)
   if stored.get("step") != num_train_steps:
+    return None
+  ckpt = checkpoint_lib.Checkpointer(os.path.join(workdir, "checkpoints"))
+  last_kept = ckpt.readable(num_train_steps)
+  ckpt.close()
+  if not last_kept:   # its last checkpoint was lost: the run redoes the last steps
     return None
   check_same_run(workdir, config)
   return stored
@@ -232,11 +238,13 @@ def log_train(writer, progress, step: int, metrics: dict) -> None:
 
 def train(*, workdir: str, config, mesh, rules, created: Created, p_train_step,
           batches: Batches, evaluate: Callable[[Any, int], dict[str, float]],
-          loop: Loop, fresh_start: Callable[[Any], Any] | None = None) -> Result:
+          loop: Loop, on_start: Callable[[], None] | None = None,
+          fresh_start: Callable[[Any], Any] | None = None) -> Result:
   """Restores, checks/writes config.json, then trains to `loop.num_train_steps`.
 
   `evaluate(state, step)` returns flat scalars (written as `eval/<name>`; the one
-  named `loop.best_metric` ranks checkpoints). `fresh_start(state) -> state` adjusts
+  named `loop.best_metric` ranks checkpoints). `on_start()` writes the job's own
+  workdir files once the config check passed. `fresh_start(state) -> state` adjusts
   the initial state of a run with no checkpoint to resume (e.g. params from another
   run). Every process runs this; files are written by process 0.
   """
@@ -257,6 +265,8 @@ def train(*, workdir: str, config, mesh, rules, created: Created, p_train_step,
     if fresh_start is not None:
       state = fresh_start(state)
   check_and_write_config(workdir, config, resuming=resumed is not None)
+  if on_start is not None:
+    on_start()
 
   start = int(jax.device_get(state.step))
   _report_start(workdir, state, loop)
@@ -304,6 +314,8 @@ def train(*, workdir: str, config, mesh, rules, created: Created, p_train_step,
       if pending is not None:
         log_train(writer, progress, *pending)
   finally:
+    if profiler is not None:
+      profiler.close()
     watcher.close()
     progress.close()
     ckpt.close()
