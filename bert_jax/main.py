@@ -4,6 +4,10 @@ The config file picks the job (`config.job`); any field can be overridden with
 `--config.<field>=value`, and an unknown field stops the run naming it (the config is
 locked). The resolved config is written to `DIR/config.json`.
 
+Errors in the config or the input (a bad field value, a missing or unreadable file, a
+checkpoint of another model) print one line `error: ...` on stderr and exit with code
+2; `--verbose` adds the traceback.
+
 Multi-host: every process runs the same command; `jax.distributed.initialize` is
 called first as the `distributed` config asks (TPU pods: `--config.distributed.mode=on`;
 SLURM / Open MPI / JAX_COORDINATOR_ADDRESS are detected; or give
@@ -17,7 +21,12 @@ FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file(
     "config", None, "Config file, e.g. configs/pretrain.py:tiny", lock_config=True)
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and the tokenizer.")
+flags.DEFINE_boolean("verbose", False, "Print the traceback of config/input errors.")
 flags.mark_flags_as_required(["config", "workdir"])
+
+# What config and input validation raises (ConversionError is a ValueError): these
+# exit with code 2 and one line; anything else is a bug and keeps its traceback.
+INPUT_ERRORS = (ValueError, FileNotFoundError, UnicodeError)
 
 JOBS = ("pretrain", "finetune")
 
@@ -48,13 +57,26 @@ def _unknown_override(argv) -> str | None:
   return None
 
 
+def _fail(message: str, verbose: bool) -> None:
+  """One line on stderr (the traceback first with --verbose), exit code 2."""
+  import sys
+  import traceback
+  if verbose:
+    traceback.print_exc()
+  print(f"error: {message}", file=sys.stderr, flush=True)
+  raise SystemExit(2)
+
+
 def parse_flags(argv):
-  """absl parsing, with unknown config fields reported by their full name."""
+  """absl parsing, with unknown config fields and config errors reported by name."""
   try:
     return FLAGS(argv)
   except Exception as e:  # config_flags raises AttributeError/KeyError/flag errors
-    message = _unknown_override(argv)
-    raise SystemExit(f"error: {message or e}") from None
+    try:
+      message = _unknown_override(argv) or str(e)
+    except INPUT_ERRORS as config_error:  # the config file's own check (e.g. size)
+      message = str(config_error)
+    _fail(message, "--verbose" in argv)
 
 
 def main(argv):
@@ -68,15 +90,21 @@ def main(argv):
   # Libraries (orbax above all) log every file operation at INFO; keep warnings only.
   # Our own progress lines go through bert_jax.train.logging.info on process 0.
   logging.set_verbosity(logging.WARNING)
-  config = FLAGS.config
+  try:
+    run(FLAGS.config, FLAGS.workdir)
+  except INPUT_ERRORS as e:
+    _fail(str(e), FLAGS.verbose)
+
+
+def run(config, workdir: str) -> None:
   if config.job not in JOBS:
     raise ValueError(f"config field job={config.job!r} is not one of {JOBS}")
   if config.job == "pretrain":
     from bert_jax.train import pretrain
-    pretrain.train_and_evaluate(config, FLAGS.workdir)
+    pretrain.train_and_evaluate(config, workdir)
   elif config.job == "finetune":
     from bert_jax.train import finetune
-    finetune.train_and_evaluate(config, FLAGS.workdir)
+    finetune.train_and_evaluate(config, workdir)
 
 
 if __name__ == "__main__":

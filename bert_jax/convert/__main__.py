@@ -7,6 +7,10 @@ Examples:
   # HF dir -> bert_jax, and a training workdir -> HF (transformers loads it)
   python -m bert_jax.convert --src=hf_bert --dst=ckpt/hf_bert
   python -m bert_jax.convert --src=workdir/tiny --dst=export/tiny_hf --to=hf
+  # A fine-tuned workdir's best epoch -> the transformers task class (task.json says
+  # which: BertForSequenceClassification | BertForTokenClassification |
+  # BertForQuestionAnswering, with id2label), its tokenizer beside it
+  python -m bert_jax.convert --src=workdir/mrpc --dst=export/mrpc_hf --step=best
 """
 
 from __future__ import annotations
@@ -27,7 +31,8 @@ _FROM = flags.DEFINE_enum("from", "auto", ("auto",) + formats.FORMATS,
                           "source format; auto detects it from the files")
 _TO = flags.DEFINE_enum("to", None, ("hf", "bert_jax"),
                         "output format; default hf for bert_jax sources, else bert_jax")
-_STEP = flags.DEFINE_integer("step", None, "workdir checkpoint step (default newest)")
+_STEP = flags.DEFINE_string("step", None, "workdir checkpoint: a step number, 'best' "
+                            "(the best-ranked by its eval metric) or unset (the newest)")
 _SEED = flags.DEFINE_integer("seed", 0, "init seed for modules the source lacks")
 
 
@@ -45,8 +50,13 @@ def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)  # orbax and jax log every step at INFO
   try:
+    step = _STEP.value
+    if step is not None and step != "best":
+      if not step.isdigit():
+        raise ConversionError(f"--step={step!r}: expected a step number or 'best'")
+      step = int(step)
     summary = formats.convert(_SRC.value, _DST.value, getattr(flags.FLAGS, "from"),
-                              _TO.value, step=_STEP.value, seed=_SEED.value)
+                              _TO.value, step=step, seed=_SEED.value)
   except ConversionError as e:
     print(f"conversion failed: {e}", file=sys.stderr)
     return 2

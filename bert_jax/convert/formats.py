@@ -42,6 +42,7 @@ class Loaded:
   tokenizer_files: list[str] = dataclasses.field(default_factory=list)
   initialised: list[str] = dataclasses.field(default_factory=list)  # fresh modules
   skipped: list[str] = dataclasses.field(default_factory=list)      # source names
+  task: dict | None = None   # a fine-tuned workdir's task.json (params hold its head)
 
   def summary(self) -> dict:
     return {"source": self.source, "format": self.format,
@@ -83,9 +84,11 @@ def _mapped(state_dict, cfg, weights: str, config_file: str) -> dict:
                           f"{e}") from None
 
 
-def load(src: str, fmt: str = "auto", *, step: int | None = None,
+def load(src: str, fmt: str = "auto", *, step: int | str | None = None,
          seed: int = 0) -> Loaded:
-  """Reads any supported checkpoint into bert_jax params (heads completed)."""
+  """Reads any supported checkpoint into bert_jax params (heads completed, except for
+  a fine-tuned workdir, which keeps its own task head). `step`: a workdir's step,
+  'best' (the best-ranked one) or None (the newest)."""
   fmt = detect(src) if fmt == "auto" else fmt
   if fmt == "hf":
     sd, cfg, source = hf.read_hf_dir(src)
@@ -96,15 +99,16 @@ def load(src: str, fmt: str = "auto", *, step: int | None = None,
     loaded = Loaded(_mapped(sd, cfg, prefix, tf.CONFIG_FILE), cfg, prefix, fmt,
                     _tokenizer_files(os.path.dirname(prefix)), skipped=skipped)
   elif fmt == "workdir":
-    params, cfg, tokenizer, step = native.read_workdir(src, step)
+    params, cfg, tokenizer, step, task = native.read_workdir(src, step)
     loaded = Loaded(params, cfg, os.path.join(src, "checkpoints", str(step)), fmt,
-                    tokenizer)
+                    tokenizer, task=task)
   elif fmt == "bert_jax":
     params, cfg = native.read_params_dir(src)
     loaded = Loaded(params, cfg, src, fmt, _tokenizer_files(src))
   else:
     raise ConversionError(f"--from={fmt!r} is not one of {('auto',) + FORMATS}")
-  loaded.params, loaded.initialised = complete_heads(loaded.params, cfg, seed)
+  if loaded.task is None:
+    loaded.params, loaded.initialised = complete_heads(loaded.params, cfg, seed)
   return loaded
 
 
@@ -143,9 +147,13 @@ def save(loaded: Loaded, dst: str, fmt: str) -> dict:
   """Writes `loaded` as `fmt` ('hf' or 'bert_jax') to the new dir `dst`."""
   if fmt not in ("hf", "bert_jax"):
     raise ConversionError(f"--to={fmt!r} is not one of ('hf', 'bert_jax')")
+  if loaded.task is not None and fmt != "hf":
+    raise ConversionError(f"{loaded.source} is a fine-tuned workdir ({loaded.task['task']}): "
+                          "it exports with --to=hf; as a starting point use it directly "
+                          "(init=bert_jax:WORKDIR)")
   with atomic_dir(dst) as tmp:
     if fmt == "hf":
-      written = hf.write_hf_dir(tmp, loaded.params, loaded.model_config)
+      written = hf.write_hf_dir(tmp, loaded.params, loaded.model_config, loaded.task)
     else:
       written = native.write_params_dir(tmp, loaded.params, loaded.model_config)
     for path in loaded.tokenizer_files:
@@ -165,7 +173,7 @@ def save(loaded: Loaded, dst: str, fmt: str) -> dict:
 
 
 def convert(src: str, dst: str, src_format: str = "auto", dst_format: str | None = None,
-            *, step: int | None = None, seed: int = 0) -> dict:
+            *, step: int | str | None = None, seed: int = 0) -> dict:
   """Reads `src`, writes `dst`; by default bert_jax sources go to hf, others to bert_jax."""
   loaded = load(src, src_format, step=step, seed=seed)
   if dst_format is None:

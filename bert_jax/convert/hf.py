@@ -210,13 +210,8 @@ def params_from_hf(state_dict: Mapping[str, Any], cfg) -> dict:
   return params
 
 
-def hf_state_dict(params: Mapping[str, Any], cfg) -> dict[str, np.ndarray]:
-  """bert_jax params -> `BertForPreTraining` state dict (numpy, float32).
-
-  The exact inverse of `params_from_hf`; the tied decoder weight and bias are
-  written out as copies, so loaders that do not tie weights still find them.
-  """
-  check_exportable(cfg)
+def _mapped_state_dict(params: Mapping[str, Any]) -> dict[str, np.ndarray]:
+  """Every array of `params` under its HF name (the params.py rows), per-layer."""
   sd: dict[str, np.ndarray] = {}
   for path, x in flatten(params_lib.to_per_layer(dict(params))):
     hit = params_lib.hf_module(path)
@@ -225,10 +220,61 @@ def hf_state_dict(params: Mapping[str, Any], cfg) -> dict[str, np.ndarray]:
     module, kind, leaf = hit
     name, value = _to_torch(kind, leaf, x)
     sd[f"{module}.{name}" if name else module] = np.ascontiguousarray(value)
+  return sd
+
+
+def hf_state_dict(params: Mapping[str, Any], cfg) -> dict[str, np.ndarray]:
+  """bert_jax params -> `BertForPreTraining` state dict (numpy, float32).
+
+  The exact inverse of `params_from_hf`; the tied decoder weight and bias are
+  written out as copies, so loaders that do not tie weights still find them.
+  """
+  check_exportable(cfg)
+  sd = _mapped_state_dict(params)
   if "cls.predictions.decoder.weight" not in sd:  # tied: write the copy out
     sd["cls.predictions.decoder.weight"] = sd["bert.embeddings.word_embeddings.weight"].copy()
   sd["cls.predictions.decoder.bias"] = sd["cls.predictions.bias"].copy()
   return sd
+
+
+# task.json kind -> (transformers class, its head's name, pooler kept, problem_type)
+TASK_CLASSES = {
+    "classification": ("BertForSequenceClassification", "classifier", True,
+                       "single_label_classification"),
+    "regression": ("BertForSequenceClassification", "classifier", True, "regression"),
+    "multilabel": ("BertForSequenceClassification", "classifier", True,
+                   "multi_label_classification"),
+    "token": ("BertForTokenClassification", "classifier", False, None),
+    "span": ("BertForQuestionAnswering", "qa_outputs", False, None),
+}
+
+
+def task_hf(params: Mapping[str, Any], cfg, task: Mapping[str, Any]
+            ) -> tuple[dict[str, np.ndarray], dict]:
+  """A fine-tuned tree {'bert', 'classifier'} and its task.json -> (state dict,
+  config.json) of the matching transformers class (`TASK_CLASSES`); label names
+  become `id2label`. Token and span heads drop the pooler, as HF builds them."""
+  kind = task["kind"]
+  if kind not in TASK_CLASSES:
+    raise ConversionError(f"task.json kind={kind!r} is not one of {sorted(TASK_CLASSES)}")
+  architecture, head, pooler, problem_type = TASK_CLASSES[kind]
+  check_exportable(cfg)
+  sd = {k: v for k, v in _mapped_state_dict({"bert": params["bert"]}).items()
+        if pooler or not k.startswith("bert.pooler.")}
+  kernel = np.asarray(params["classifier"]["kernel"], np.float32)   # [hidden, labels]
+  sd[f"{head}.weight"] = np.ascontiguousarray(kernel.T)
+  sd[f"{head}.bias"] = np.asarray(params["classifier"]["bias"], np.float32)
+  config = config_json(cfg, architectures=(architecture,))
+  num_labels = int(np.shape(params["classifier"]["kernel"])[-1])
+  names = list(task.get("label_names") or []) or [f"LABEL_{i}" for i in range(num_labels)]
+  if len(names) != num_labels:
+    raise ConversionError(f"task.json has {len(names)} label_names but the head has "
+                          f"{num_labels} outputs")
+  config.update(id2label={str(i): n for i, n in enumerate(names)},
+                label2id={n: i for i, n in enumerate(names)}, num_labels=num_labels)
+  if problem_type:
+    config["problem_type"] = problem_type
+  return sd, config
 
 
 # --------------------------------------------------------------- directories
@@ -274,13 +320,19 @@ def _floats(torch_sd) -> dict[str, np.ndarray]:
           for k, v in torch_sd.items()}
 
 
-def write_hf_dir(path: str, params, cfg) -> list[str]:
-  """Writes config.json and model.safetensors into the existing dir `path`."""
+def write_hf_dir(path: str, params, cfg, task: Mapping[str, Any] | None = None
+                 ) -> list[str]:
+  """Writes config.json and model.safetensors into the existing dir `path`:
+  `BertForPreTraining`, or with `task` (a fine-tuned workdir's task.json) the task's
+  class (`task_hf`)."""
   from safetensors.numpy import save_file
+  if task is None:
+    sd, config = hf_state_dict(params, cfg), config_json(cfg)
+  else:
+    sd, config = task_hf(params, cfg, task)
   with open(os.path.join(path, CONFIG_FILE), "w", encoding="utf-8") as f:
-    json.dump(config_json(cfg), f, indent=2, sort_keys=True)
-  save_file(hf_state_dict(params, cfg), os.path.join(path, SAFETENSORS_FILE),
-            metadata={"format": "pt"})
+    json.dump(config, f, indent=2, sort_keys=True)
+  save_file(sd, os.path.join(path, SAFETENSORS_FILE), metadata={"format": "pt"})
   return [CONFIG_FILE, SAFETENSORS_FILE]
 
 

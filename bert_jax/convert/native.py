@@ -1,7 +1,9 @@
 """bert_jax's own checkpoints: training workdirs (read) and converted-params dirs.
 
 A training workdir (`bert_jax.main --workdir=DIR`) holds `config.json` (the resolved
-config), `checkpoints/<step>/state` (orbax: step, params, opt_state) and the tokenizer.
+config), `checkpoints/<step>/state` (orbax: step, params, opt_state) and the tokenizer;
+a fine-tuned one also `task.json` (task kind, label names, tokenizer file), and its
+params carry the task head ('classifier').
 Only the params are restored, as host numpy arrays, so the optimizer state is never
 read and no mesh is needed.
 
@@ -72,11 +74,37 @@ def is_workdir(path: str) -> bool:
           and os.path.isdir(os.path.join(path, CHECKPOINTS_DIR)))
 
 
-def read_workdir(workdir: str, step: int | None = None):
-  """-> (params, model config, tokenizer files, step) of a training workdir.
+TASK_FILE = "task.json"
+
+
+def _best_step(workdir: str, full: dict) -> int:
+  """The step `--step=best` names: the best by the metric the run ranked checkpoints
+  with (task.json `best_metric` for fine-tuning, train.checkpoint_best_metric else)."""
+  from bert_jax.train import checkpoint as checkpoint_lib
+  task_path = os.path.join(workdir, TASK_FILE)
+  if os.path.isfile(task_path):
+    metric, mode = _read_config(task_path).get("best_metric", ""), "max"
+  else:
+    train = full.get("train") or {}
+    metric = train.get("checkpoint_best_metric", "")
+    mode = train.get("checkpoint_best_mode", "max")
+  if not metric:
+    raise ConversionError(f"--step=best: {workdir} ranks no checkpoints (its run set no "
+                          "train.checkpoint_best_metric)")
+  step = checkpoint_lib.best_step(os.path.join(workdir, CHECKPOINTS_DIR), metric, mode)
+  if step is None:
+    raise ConversionError(f"--step=best: no checkpoint in {workdir}/{CHECKPOINTS_DIR} "
+                          f"has the eval metric {metric!r}")
+  return step
+
+
+def read_workdir(workdir: str, step: int | str | None = None):
+  """-> (params, model config, tokenizer files, step, task) of a training workdir.
 
   Params come through `checkpoint.restore_params` (the newest complete step unless
-  `step` is given), in the per-layer layout whatever `model.scan_layers` was.
+  `step` is given; 'best' = the best-ranked one), in the per-layer layout whatever
+  `model.scan_layers` was. A fine-tuned workdir (task.json) keeps its task head
+  ('classifier') and returns its task.json; else `task` is None.
   """
   from bert_jax.models import params as params_lib
   from bert_jax.train import checkpoint as checkpoint_lib
@@ -84,6 +112,8 @@ def read_workdir(workdir: str, step: int | None = None):
   full = _read_config(where)
   cfg = _model_config(full, where)
   directory = os.path.join(workdir, CHECKPOINTS_DIR)
+  if step == "best":
+    step = _best_step(workdir, full)
   if step is not None and not os.path.isdir(os.path.join(directory, str(step), "state")):
     raise ConversionError(f"missing checkpoint directory {directory}/{step}/state")
   try:
@@ -92,12 +122,21 @@ def read_workdir(workdir: str, step: int | None = None):
     raise ConversionError(f"{directory} holds no finished checkpoint ({e})") from None
   params = params_lib.to_per_layer(params)
   cfg = cfg.replace(scan_layers=False)
-  check_shapes(params, cfg, f"checkpoint {directory}/{step}")
-  tok_path = (full.get("data") or {}).get("tokenizer_path") or os.path.join(
-      workdir, "tokenizer", "spm.model")
-  tokenizer = [p for p in (tok_path, os.path.splitext(tok_path)[0] + ".json")
-               if os.path.isfile(p)]
-  return params, cfg, tokenizer, step
+  task = None
+  task_path = os.path.join(workdir, TASK_FILE)
+  if os.path.isfile(task_path):
+    task = _read_config(task_path)
+    head = params.pop("classifier")
+    check_shapes(params, cfg, f"checkpoint {directory}/{step}")
+    params["classifier"] = head
+    tokenizer = [os.path.join(workdir, task["tokenizer"])]
+  else:
+    check_shapes(params, cfg, f"checkpoint {directory}/{step}")
+    tok_path = (full.get("data") or {}).get("tokenizer_path") or os.path.join(
+        workdir, "tokenizer", "spm.model")
+    tokenizer = [p for p in (tok_path, os.path.splitext(tok_path)[0] + ".json")
+                 if os.path.isfile(p)]
+  return params, cfg, tokenizer, step, task
 
 
 def read_params_dir(path: str):

@@ -17,6 +17,7 @@ Retention: the newest `keep` checkpoints plus, optionally, the best one by an ev
 from __future__ import annotations
 
 import json
+import logging
 import os
 from typing import Any, Mapping
 
@@ -31,6 +32,17 @@ from bert_jax.models import params as params_lib
 from bert_jax.train import logging as log_lib
 
 _TMP_MARK = ".orbax-checkpoint-tmp"
+
+
+class _NoMetricsWarning(logging.Filter):
+  """Drops orbax's warning for saves without metrics: with a best metric, only eval
+  steps carry metrics, by design (the others are kept by recency)."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    return "Requested `tracked_metric`; did not provide metrics" not in record.getMessage()
+
+
+logging.getLogger("absl").addFilter(_NoMetricsWarning())
 
 
 def _item_handlers() -> dict:
