@@ -141,9 +141,7 @@ def test_workdir_is_self_contained_and_its_best_checkpoint_exports_to_transforme
 
   params = checkpoint_lib.restore_params(os.path.join(ref_dir, "checkpoints"), best)
   assert set(params) == {"bert", "classifier"}
-  saved = json.load(open(os.path.join(ref_dir, "config.json")))
-  model_cfg = finetune_glue.get_config("task=mrpc,init=none,size=tiny").model
-  model_cfg.update(saved["model"])
+  model_cfg = checkpoint_lib.read_model_config(os.path.join(ref_dir, "checkpoints"), best)
   hf = transformers.BertForSequenceClassification.from_pretrained(dst).eval()
   assert hf.config.id2label == {0: "0", 1: "1"}
   tok = transformers.BertTokenizerFast(vocab=os.path.join(dst, "vocab.txt"))
@@ -215,3 +213,36 @@ def test_init_from_a_bert_jax_workdir_reads_its_shape_and_layout(task_files, ref
       source["bert"]["encoder"]["layer_0"]["output"]["kernel"])
   err = capfd.readouterr().err
   assert "orbax" not in err.lower(), [l for l in err.splitlines() if "orbax" in l.lower()][:3]
+
+
+@pytest.mark.parametrize("kind,num_labels", [("token", 3), ("span", 2), ("regression", 1)])
+def test_every_task_head_exports_to_its_transformers_class(kind, num_labels, tmp_path):
+  import flax.linen as nn
+  import jax
+  import torch
+  import transformers
+  from bert_jax.config import ModelConfig
+  from bert_jax.convert import hf as hf_lib
+  cfg = ModelConfig(vocab_size=40, hidden_size=16, num_layers=2, num_heads=2,
+                    intermediate_size=32, max_position_embeddings=32)
+  model = finetune.make_model(kind, cfg, num_labels)
+  ids = np.random.default_rng(0).integers(5, 40, (2, 12)).astype(np.int32)
+  types, mask = (ids > 20).astype(np.int32), np.ones_like(ids)
+  mask[1, 9:] = 0
+  params = nn.meta.unbox(model.init(jax.random.PRNGKey(1), ids, types, mask)["params"])
+  names = ["O", "B-X", "I-X"] if kind == "token" else []
+  hf_lib.write_hf_dir(str(tmp_path), params, cfg, {"kind": kind, "label_names": names})
+  ours = model.apply({"params": params}, ids, types, mask)
+  cls = getattr(transformers, hf_lib.TASK_CLASSES[kind][0])
+  hf = cls.from_pretrained(str(tmp_path)).eval()
+  with torch.no_grad():
+    out = hf(input_ids=torch.tensor(ids, dtype=torch.long),
+             token_type_ids=torch.tensor(types, dtype=torch.long),
+             attention_mask=torch.tensor(mask, dtype=torch.long))
+  keys = ("start_logits", "end_logits") if kind == "span" else ("logits",)
+  for k in keys:
+    np.testing.assert_allclose(np.asarray(ours[k]), getattr(out, k).numpy(), atol=1e-5)
+  if kind == "token":
+    assert hf.config.id2label == {0: "O", 1: "B-X", 2: "I-X"}
+  if kind == "regression":
+    assert hf.config.problem_type == "regression" and hf.config.num_labels == 1

@@ -251,3 +251,44 @@ def test_dropout_prng_impl_drops_the_configured_share(impl):
   assert 0.4 < (first == second).mean() < 0.7  # independent masks agree on ~0.58
   with pytest.raises(ValueError, match="train.dropout_prng_impl"):
     pretrain.dropout_key(0, "philox")
+
+
+def test_finished_run_keeps_its_figures_and_config(corpus_file, tmp_path, capsys):
+  """Rerunning a finished command prints the stored figures and writes nothing; a
+  rerun that fails validation or changes a setting leaves config.json as it was."""
+  workdir = str(tmp_path / "run")
+  first = pretrain.train_and_evaluate(small_config(corpus_file, steps=4), workdir)
+  files = {name: open(os.path.join(workdir, name), "rb").read()
+           for name in ("final_eval.json", "config.json", "metrics.jsonl")}
+  capsys.readouterr()
+  again = pretrain.train_and_evaluate(small_config(corpus_file, steps=4), workdir)
+  assert again["eval"] == first["eval"] and np.isfinite(again["eval"]["mlm_accuracy"])
+  out = capsys.readouterr().out
+  assert f"MLM accuracy {first['eval']['mlm_accuracy']:.4f}" in out and "nan" not in out
+  for name, content in files.items():
+    assert open(os.path.join(workdir, name), "rb").read() == content, name
+
+  missing = small_config(str(tmp_path / "no_such_corpus.txt"), steps=8)
+  with pytest.raises((FileNotFoundError, ValueError), match="no_such_corpus"):
+    pretrain.train_and_evaluate(missing, workdir)
+  changed = small_config(corpus_file, steps=8)
+  changed.train.learning_rate = 1e-3
+  with pytest.raises(ValueError, match=r"train\.learning_rate: 0\.003 -> 0\.001"):
+    pretrain.train_and_evaluate(changed, workdir)
+  assert open(os.path.join(workdir, "config.json"), "rb").read() == files["config.json"]
+
+
+def test_config_error_is_one_line_with_exit_code_2(tmp_path):
+  proc = subprocess.run(
+      [sys.executable, "-m", "bert_jax.main", "--config=configs/pretrain.py:huge",
+       f"--workdir={tmp_path}"], cwd=REPO, capture_output=True, text=True, timeout=120,
+      env={**os.environ, "JAX_PLATFORMS": "cpu"})
+  assert proc.returncode == 2
+  assert proc.stderr.strip().splitlines() == [
+      "error: config argument size='huge' is not one of "
+      "['tiny', 'mini', 'small', 'medium', 'base', 'large']"]
+  verbose = subprocess.run(
+      [sys.executable, "-m", "bert_jax.main", "--config=configs/pretrain.py:huge",
+       f"--workdir={tmp_path}", "--verbose"], cwd=REPO, capture_output=True, text=True,
+      timeout=120, env={**os.environ, "JAX_PLATFORMS": "cpu"})
+  assert verbose.returncode == 2 and "Traceback" in verbose.stderr

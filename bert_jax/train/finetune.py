@@ -196,10 +196,13 @@ def _read_json(path: str, what: str) -> dict:
 
 
 def source_model_fields(workdir: str) -> dict:
-  """The architecture fields a bert_jax workdir (pretraining or fine-tuned) recorded."""
-  saved = _read_json(os.path.join(workdir, "config.json"),
-                     f"init.checkpoint=bert_jax:{workdir}")
-  return {k: v for k, v in saved.get("model", {}).items() if k in SHAPE_FIELDS}
+  """The architecture fields saved with a bert_jax workdir's newest checkpoint."""
+  from bert_jax.train import checkpoint as checkpoint_lib
+  try:
+    saved = checkpoint_lib.read_model_config(os.path.join(workdir, "checkpoints"))
+  except FileNotFoundError as e:
+    raise FileNotFoundError(f"init.checkpoint=bert_jax:{workdir}: {e}") from None
+  return {k: getattr(saved, k) for k in SHAPE_FIELDS}
 
 
 def load_bert_jax_workdir(workdir: str) -> dict:
@@ -442,7 +445,7 @@ def _with_source_model(config):
   config = ml_collections.ConfigDict(config.to_dict())
   changed = {k: v for k, v in fields.items() if config.model[k] != v}
   if changed:
-    log_lib.info("model shape from %s/config.json: %s", where, changed)
+    log_lib.info("model shape from %s: %s", where, changed)
   config.model.update(fields)
   return config
 
