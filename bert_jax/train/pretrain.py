@@ -8,7 +8,6 @@ process 0 where it writes files.
 from __future__ import annotations
 
 import functools
-import json
 import os
 from typing import Any
 

@@ -18,7 +18,6 @@ host never waits on the device for logging; a NaN loss stops the run naming its 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import os
 from typing import Any, Callable, Iterator, Protocol
