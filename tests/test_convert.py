@@ -147,7 +147,7 @@ def test_workdir_export_to_hf(tmp_path):
   """A training workdir (orbax TrainState + config.json) exports to HF exactly."""
   from configs import pretrain as pretrain_config
   from bert_jax.config import ModelConfig
-  from bert_jax.train import checkpoint, optim, pretrain, state as state_lib
+  from bert_jax.train import checkpoint, optim, state as state_lib, trainer
 
   config = pretrain_config.get_config("tiny,vocab=101,seq=16,steps=10")
   config.model.num_layers = 1
@@ -158,7 +158,7 @@ def test_workdir_export_to_hf(tmp_path):
   os.makedirs(os.path.join(workdir, "tokenizer"))
   with open(os.path.join(workdir, "tokenizer", "spm.model"), "wb") as f:
     f.write(b"sentencepiece model bytes")
-  pretrain.write_config(config, workdir)
+  trainer.check_and_write_config(workdir, config, resuming=False)
   tx, _ = optim.create_optimizer(config.train)
   hf_model = random_hf(vocab_size=101, num_hidden_layers=1, hidden_size=32,
                        intermediate_size=48)

@@ -112,6 +112,10 @@ def test_checkpoint_continues_on_another_mesh(task_files, reference, tmp_path):
   assert sorted(got) == list(range(13, STEPS + 1))
   for s in got:
     assert abs(got[s] - want[s]) <= 1e-5 * abs(want[s]), (s, got[s], want[s])
+  results = json.load(open(os.path.join(workdir, "results.json")))
+  # the best epoch may predate the lost metrics.jsonl: its scores come from its checkpoint
+  assert results["best"]["step"] == results["best_step"]
+  assert "score" in results["best"]["eval"]["validation"]
 
 
 def test_workdir_is_self_contained_and_its_best_checkpoint_exports_to_transformers(

@@ -242,18 +242,20 @@ class Checkpointer:
     self.manager.reload()
 
 
-def best_step(checkpoint_dir: str, metric: str, mode: str = "max") -> int | None:
-  """The kept step whose saved eval `metric` is best (None if no step has it).
-
-  Metrics are on disk for runs whose Checkpointer had a `best_metric`."""
+def saved_metrics(checkpoint_dir: str) -> dict[int, dict]:
+  """{step: eval metrics} of the kept steps that were saved with metrics (on disk for
+  runs whose Checkpointer had a `best_metric`)."""
   manager = ocp.CheckpointManager(os.path.abspath(checkpoint_dir),
                                   item_handlers=_item_handlers())
-  scored = {}
-  for step in manager.all_steps():
-    metrics = manager.metrics(step) or {}
-    if metric in metrics:
-      scored[step] = metrics[metric]
+  out = {step: dict(manager.metrics(step) or {}) for step in manager.all_steps()}
   manager.close()
+  return {step: m for step, m in out.items() if m}
+
+
+def best_step(checkpoint_dir: str, metric: str, mode: str = "max") -> int | None:
+  """The kept step whose saved eval `metric` is best (None if no step has it)."""
+  scored = {step: m[metric] for step, m in saved_metrics(checkpoint_dir).items()
+            if metric in m}
   if not scored:
     return None
   sign = 1.0 if mode == "max" else -1.0   # ties: the later step, as orbax's BestN keeps

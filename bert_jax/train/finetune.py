@@ -455,6 +455,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
   Rerunning a finished command prints the stored results and writes nothing.
   """
+  log_lib.quiet_libraries()  # orbax logs every file operation at INFO
   check_finetune_config(config)
   workdir = config_checks.prepare_workdir(workdir)
   config = _with_source_model(config)
@@ -548,6 +549,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                 os.path.join(workdir, "predictions", "test"))
   history = eval_history(workdir, task.eval_splits, spe) if jax.process_index() == 0 else []
   best = next((row for row in history if row["step"] == best_step), None)
+  if best is None:   # metrics.jsonl lost its row: the scores saved with the checkpoint
+    saved = checkpoint_lib.saved_metrics(os.path.join(workdir, "checkpoints"))[best_step]
+    best = {"epoch": -(-best_step // spe), "step": best_step, "eval": {
+        split: {k.split("/", 1)[1]: v for k, v in saved.items() if k.startswith(f"{split}/")}
+        for split in task.eval_splits}}
   out = {"task": task.name, "select_metric": select, "best": best, "epochs": history,
          "best_step": best_step, "step": num_steps}
   trainer.write_json_atomic(os.path.join(workdir, RESULTS_FILE), out)

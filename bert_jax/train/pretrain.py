@@ -352,6 +352,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   A run that already reached `train.num_train_steps` prints its stored final figures
   (`final_eval.json`) and changes nothing.
   """
+  log_lib.quiet_libraries()  # orbax logs every file operation at INFO
   config_checks.check_pretrain_config(config)
   workdir = config_checks.prepare_workdir(workdir)
   t = config.train
