@@ -148,8 +148,9 @@ def save(loaded: Loaded, dst: str, fmt: str) -> dict:
   if fmt not in ("hf", "bert_jax"):
     raise ConversionError(f"--to={fmt!r} is not one of ('hf', 'bert_jax')")
   if loaded.task is not None and fmt != "hf":
-    raise ConversionError(f"{loaded.source} is a fine-tuned workdir ({loaded.task['task']}): "
-                          "it exports with --to=hf; as a starting point use it directly "
+    raise ConversionError(f"{loaded.source} is a fine-tuned workdir "
+                          f"({loaded.task['task']}): it exports with --to=hf; as a "
+                          "starting point use it directly "
                           "(init=bert_jax:WORKDIR)")
   with atomic_dir(dst) as tmp:
     if fmt == "hf":

@@ -552,7 +552,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   if best is None:   # metrics.jsonl lost its row: the scores saved with the checkpoint
     saved = checkpoint_lib.saved_metrics(os.path.join(workdir, "checkpoints"))[best_step]
     best = {"epoch": -(-best_step // spe), "step": best_step, "eval": {
-        split: {k.split("/", 1)[1]: v for k, v in saved.items() if k.startswith(f"{split}/")}
+        split: {k.split("/", 1)[1]: v for k, v in saved.items()
+                if k.startswith(f"{split}/")}
         for split in task.eval_splits}}
   out = {"task": task.name, "select_metric": select, "best": best, "epochs": history,
          "best_step": best_step, "step": num_steps}

@@ -377,7 +377,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                                             baseline_token=data.most_frequent_token),
                           in_shardings=(setup.shardings, parallel.batch_sharding(mesh)),
                           out_shardings=parallel.replicated(mesh))
-    evaluate_fn = lambda state, step: evaluate(p_eval_step, state, data, config, mesh)  # noqa: E731
+
+    def evaluate_fn(state, step):
+      del step
+      return evaluate(p_eval_step, state, data, config, mesh)
+
     result = trainer.train(
         workdir=workdir, config=config, mesh=mesh, rules=rules, created=setup.created,
         p_train_step=setup.p_train_step, fresh_start=_params_from_init_from(config, setup),

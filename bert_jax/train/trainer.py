@@ -123,7 +123,8 @@ def _flat(tree: dict, prefix: str = "") -> dict:
 def config_differences(old: dict, new: dict) -> list[str]:
   """Fields (dotted) whose values differ, except those in MAY_CHANGE_ON_RESUME."""
   a, b = _flat(old), _flat(new)
-  changed = [k for k in sorted(set(a) | set(b)) if a.get(k, "<absent>") != b.get(k, "<absent>")]
+  changed = [k for k in sorted(set(a) | set(b))
+             if a.get(k, "<absent>") != b.get(k, "<absent>")]
   return [k for k in changed if not any(
       k == f or (f.endswith(".") and k.startswith(f)) for f in MAY_CHANGE_ON_RESUME)]
 
