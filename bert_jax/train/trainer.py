@@ -81,7 +81,6 @@ class Created:
 class Result:
   state: Any
   step: int                           # the last step reached
-  steps_run: int                      # steps run by this call (0: nothing left to do)
   eval_metrics: dict                  # the last evaluation of this call ({} if none)
   preempted: bool
 
@@ -320,4 +319,4 @@ def train(*, workdir: str, config, mesh, rules, created: Created, p_train_step,
     progress.close()
     ckpt.close()
     writer.close()
-  return Result(state, step, step - start, eval_metrics, preempted)
+  return Result(state, step, eval_metrics, preempted)
