@@ -197,14 +197,16 @@ def finished(workdir: str, filename: str, num_train_steps: int, config) -> dict 
 # ------------------------------------------------------------------ start hooks
 
 
-def _report_start(workdir: str, state, loop: Loop) -> None:
-  """Hook before the first compile: parameter summary and memory estimate
-  (`bert_jax.observe.param_summary` / `memory_estimate`, connected at merge)."""
-  del workdir, state, loop
-  try:
-    from bert_jax import observe  # noqa: F401
-  except ImportError:
-    return
+def _report_start(config, mesh, rules, state) -> None:
+  """Before the first compile: parameters per module and, for pretraining, the memory
+  estimate per device (`bert_jax/observe.py`)."""
+  from bert_jax import observe
+  log_lib.info("parameters per module:\n%s",
+               observe.format_param_summary(observe.param_summary(state.params)))
+  if config.get("job") == "pretrain":   # the estimate models the pretraining step
+    with nn.logical_axis_rules(()):      # abstract init: not under the caller's rules
+      estimate = observe.estimate_memory(config, mesh, rules)
+    log_lib.info("%s", estimate.describe())
 
 
 def _step_profiler(workdir: str, loop: Loop):
@@ -268,7 +270,7 @@ def train(*, workdir: str, config, mesh, rules, created: Created, p_train_step,
     on_start()
 
   start = int(jax.device_get(state.step))
-  _report_start(workdir, state, loop)
+  _report_start(config, mesh, rules, state)
   profiler = _step_profiler(workdir, loop)
   saved_config = json.dumps(json.loads(config_json(config)))
   writer = log_lib.MetricWriter(workdir)
