@@ -292,3 +292,20 @@ def test_config_error_is_one_line_with_exit_code_2(tmp_path):
        f"--workdir={tmp_path}", "--verbose"], cwd=REPO, capture_output=True, text=True,
       timeout=120, env={**os.environ, "JAX_PLATFORMS": "cpu"})
   assert verbose.returncode == 2 and "Traceback" in verbose.stderr
+
+
+def test_init_from_starts_a_fresh_run_from_another_runs_params(corpus_file, tmp_path):
+  from bert_jax.train import checkpoint as checkpoint_lib
+  first = str(tmp_path / "phase1")
+  pretrain.train_and_evaluate(small_config(corpus_file, steps=4), first)
+  second = small_config(corpus_file, steps=1)
+  second.train.init_from = first
+  second.train.learning_rate = 1e-12   # one step that leaves the params where they were
+  pretrain.train_and_evaluate(second, str(tmp_path / "phase2"))
+  want = checkpoint_lib.restore_params(os.path.join(first, "checkpoints"))
+  got, step = checkpoint_lib.restore_params(os.path.join(tmp_path, "phase2", "checkpoints"),
+                                            with_step=True)
+  assert step == 1
+  np.testing.assert_allclose(got["bert"]["encoder"]["layer_0"]["output"]["kernel"],
+                             want["bert"]["encoder"]["layer_0"]["output"]["kernel"],
+                             atol=1e-6)
