@@ -178,7 +178,7 @@ def test_workdir_export_to_hf(tmp_path):
     f.write("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
                       + [f"w{i}" for i in range(96)]) + "\n")
   config.data.tokenizer_path = vocab
-  pretrain.write_config(config, workdir)
+  trainer.check_and_write_config(workdir, config, resuming=False)
 
   dst = str(tmp_path / "hf")
   summary = convert.convert(workdir, dst)
