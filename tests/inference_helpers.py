@@ -105,7 +105,13 @@ def as_finetune_workdir(workdir, config, kind: str, label_names) -> str:
   does nothing. (Recheck after the trainer change lands: then it must be a no-op.)
   """
   workdir = str(workdir)
-  if os.path.isfile(os.path.join(workdir, "task.json")):
+  task_path = os.path.join(workdir, "task.json")
+  if os.path.isfile(task_path):   # written by the job; a jsonl task's labels are unnamed
+    with open(task_path, encoding="utf-8") as f:
+      task = json.load(f)
+    task["label_names"] = list(label_names)
+    with open(task_path, "w", encoding="utf-8") as f:
+      json.dump(task, f)
     return workdir
   import orbax.checkpoint as ocp
   with ocp.StandardCheckpointer() as saver:
