@@ -56,3 +56,28 @@ def test_cpu_has_no_peak_and_mfu_reads_na():
   assert math.isnan(perf.peak_tflops("cpu"))
   assert perf.format_mfu(perf.mfu(1e12, 1.0, perf.peak_tflops("cpu"))) == "n/a"
   assert perf.format_mfu(perf.mfu(494.5e12, 1.0, 989.0)) == "50.0%"
+
+
+def test_train_log_carries_mfu_where_the_peak_is_known(monkeypatch):
+  """train/mfu = flops per step / seconds per step / peak, written only with a peak."""
+  from bert_jax.train import trainer
+
+  class Bar:
+    unit_per_step, tokens_per_sequence = 32, 128
+
+    def update(self, step, loss):
+      return 64.0   # sequences/s -> 0.5 s per step of 32 sequences
+
+  class Writer:
+    def write(self, step, scalars, prefix=""):
+      self.row = {prefix + k: v for k, v in scalars.items()}
+
+  metrics = {"loss": np.float32(2.0)}
+  writer = Writer()
+  monkeypatch.setattr(perf, "peak_tflops", lambda kind=None: 100.0)
+  trainer.log_train(writer, Bar(), 5, metrics, flops_per_step=1e13)
+  assert writer.row["train/mfu"] == pytest.approx(1e13 / 0.5 / 100e12)
+  assert writer.row["train/tokens_per_s"] == pytest.approx(64.0 * 128)
+  monkeypatch.setattr(perf, "peak_tflops", lambda kind=None: float("nan"))   # a CPU
+  trainer.log_train(writer, Bar(), 6, metrics, flops_per_step=1e13)
+  assert "train/mfu" not in writer.row

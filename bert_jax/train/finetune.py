@@ -45,7 +45,7 @@ import ml_collections
 import numpy as np
 import optax
 
-from bert_jax import config_checks, parallel
+from bert_jax import config_checks, parallel, perf
 from bert_jax.config import ModelConfig
 from bert_jax.data import tasks as tasks_lib
 from bert_jax.data.tasks import common
@@ -534,7 +534,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
             eval_every_steps=spe, checkpoint_every_steps=t.checkpoint_every_steps,
             sequences_per_step=t.global_batch_size, tokens_per_sequence=d.max_seq_length,
             checkpoint_keep=t.checkpoint_keep, best_metric=best_metric, best_mode="max",
-            profile_steps=t.get("profile_steps", "")))
+            profile_steps=t.get("profile_steps", ""),
+            # The encoder's FLOPs (no MLM predictions); the task head is negligible.
+            flops_per_step=perf.train_flops(model.cfg, t.global_batch_size,
+                                            d.max_seq_length, 0)))
     if result.preempted:
       return {"task": task.name, "preempted_at": result.step}
     best_step = checkpoint_lib.best_step(os.path.join(workdir, "checkpoints"),

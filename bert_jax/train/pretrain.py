@@ -19,7 +19,7 @@ import numpy as np
 import optax
 from jax.experimental import multihost_utils
 
-from bert_jax import config_checks, parallel
+from bert_jax import config_checks, parallel, perf
 from bert_jax.config import ModelConfig
 from bert_jax.data import corpora, grain_loader, masking, pretraining, tokenizers
 from bert_jax.models import BertForPreTraining
@@ -394,7 +394,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
             sequences_per_step=t.global_batch_size,
             tokens_per_sequence=config.data.max_seq_length,
             checkpoint_keep=t.checkpoint_keep, best_metric=t.checkpoint_best_metric,
-            best_mode=t.checkpoint_best_mode, profile_steps=t.get("profile_steps", "")))
+            best_mode=t.checkpoint_best_mode, profile_steps=t.get("profile_steps", ""),
+            flops_per_step=perf.train_flops(
+                setup.model_config, t.global_batch_size, config.data.max_seq_length,
+                config.data.max_predictions_per_seq)))
     if result.preempted:
       return {"eval": result.eval_metrics, "fill_mask": [], "preempted_at": result.step}
     # A run resumed at its last step (killed before writing its figures) evaluates the

@@ -26,7 +26,7 @@ import flax.linen as nn
 import jax
 import numpy as np
 
-from bert_jax import parallel
+from bert_jax import parallel, perf
 from bert_jax.train import checkpoint as checkpoint_lib
 from bert_jax.train import logging as log_lib
 from bert_jax.train import preemption, state as state_lib
@@ -66,6 +66,7 @@ class Loop:
   best_metric: str = ""               # an eval metric ranking checkpoints ('' = none)
   best_mode: str = "max"
   profile_steps: str = ""             # train.profile_steps (bert_jax/train/profiling.py)
+  flops_per_step: float = 0.0         # model FLOPs of one step (bert_jax/perf.py), for MFU
 
 
 @dataclasses.dataclass
@@ -223,8 +224,13 @@ def _step_profiler(workdir: str, loop: Loop):
 # ------------------------------------------------------------------------ loop
 
 
-def log_train(writer, progress, step: int, metrics: dict) -> None:
-  """Writes one step's train metrics with throughput; a NaN loss is an error."""
+def log_train(writer, progress, step: int, metrics: dict,
+              flops_per_step: float = 0.0) -> None:
+  """Writes one step's train metrics with throughput and MFU; a NaN loss is an error.
+
+  MFU (`train/mfu`, a fraction) is written when the device's peak is known
+  (`bert_jax.perf.PEAK_TFLOPS`; none for CPUs) and the job gave `flops_per_step`.
+  """
   m = {k: float(v) for k, v in jax.device_get(metrics).items()}
   if not np.isfinite(m["loss"]):
     parts = ", ".join(f"{k} {v:.4g}" for k, v in m.items() if "loss" in k and k != "loss")
@@ -234,6 +240,10 @@ def log_train(writer, progress, step: int, metrics: dict) -> None:
         "checkpoint is kept.")
   m["seq_per_s"] = progress.update(step, m["loss"])
   m["tokens_per_s"] = m["seq_per_s"] * getattr(progress, "tokens_per_sequence", 0)
+  peak = perf.peak_tflops()
+  unit = getattr(progress, "unit_per_step", 0)
+  if flops_per_step and unit and m["seq_per_s"] > 0 and np.isfinite(peak):
+    m["mfu"] = perf.mfu(flops_per_step, unit / m["seq_per_s"], peak)
   writer.write(step, m, prefix="train/")
 
 
@@ -293,7 +303,7 @@ def train(*, workdir: str, config, mesh, rules, created: Created, p_train_step,
           profiler.step_end(step, block_on=metrics)
         progress.advance(step)
         if pending is not None:
-          log_train(writer, progress, *pending)
+          log_train(writer, progress, *pending, flops_per_step=loop.flops_per_step)
           pending = None
         last = step == loop.num_train_steps
         if step % loop.log_every_steps == 0 or last:
@@ -313,7 +323,7 @@ def train(*, workdir: str, config, mesh, rules, created: Created, p_train_step,
                        "command to resume", step)
           break
       if pending is not None:
-        log_train(writer, progress, *pending)
+        log_train(writer, progress, *pending, flops_per_step=loop.flops_per_step)
   finally:
     if profiler is not None:
       profiler.close()
