@@ -18,7 +18,7 @@ import numpy as np
 from bert_jax.data import masking, pretraining, records, tokenizers
 
 if TYPE_CHECKING:
-    from bert_jax.data.prepare import Options
+  from bert_jax.data.prepare import Options
 
 SHARD_SUFFIX = ".arrayrecord"
 SPLITS = ("train", "eval")
@@ -27,111 +27,111 @@ _WRITER_OPTIONS = "group_size:1,snappy"  # a record per chunk, cheap to decompre
 
 
 def write_json(path: str, value: Any) -> None:
-    tokenizers._write_atomically(  # pylint: disable=protected-access
-        path, json.dumps(value, indent=2, sort_keys=True).encode("utf-8"))
+  tokenizers._write_atomically(  # pylint: disable=protected-access
+      path, json.dumps(value, indent=2, sort_keys=True).encode("utf-8"))
 
 
 def shard_name(split: str, index: int) -> str:
-    return f"{split}-{index:05d}{SHARD_SUFFIX}"
+  return f"{split}-{index:05d}{SHARD_SUFFIX}"
 
 
 _WORKER: dict[str, Any] = {}
 
 
 def init_worker(tokenizer_path: str, lowercase: bool | None, options: Options) -> None:
-    tok = tokenizers.load_tokenizer(tokenizer_path, lowercase=lowercase)
-    _WORKER.update(tokenizer=tok, options=options, mask_kwargs=masking.masking_kwargs(
-        tok, options.masked_lm_prob, options.max_predictions_per_seq,
-        options.whole_word_masking, options.masking_budget, options.mask_unk,
-        options.random_replacement, options.whole_word_segmenter))
+  tok = tokenizers.load_tokenizer(tokenizer_path, lowercase=lowercase)
+  _WORKER.update(tokenizer=tok, options=options, mask_kwargs=masking.masking_kwargs(
+      tok, options.masked_lm_prob, options.max_predictions_per_seq,
+      options.whole_word_masking, options.masking_budget, options.mask_unk,
+      options.random_replacement, options.whole_word_segmenter))
 
 
 def _tokenize(documents: Sequence[Sequence[str]], tok) -> pretraining.TokenizedCorpus:
-    """One batched tokenizer call for the whole shard, split back into documents."""
-    flat = tok.encode_batch([s for doc in documents for s in doc])
-    tokenized, start = [], 0
-    for doc in documents:
-        sentences = [ids for ids in flat[start:start + len(doc)] if ids]
-        start += len(doc)
-        if sentences:
-            tokenized.append(sentences)
-    return tokenized
+  """One batched tokenizer call for the whole shard, split back into documents."""
+  flat = tok.encode_batch([s for doc in documents for s in doc])
+  tokenized, start = [], 0
+  for doc in documents:
+    sentences = [ids for ids in flat[start:start + len(doc)] if ids]
+    start += len(doc)
+    if sentences:
+      tokenized.append(sentences)
+  return tokenized
 
 
 def _static_masks(pairs, tok, options: Options, seed_key: int) -> list[dict[str, np.ndarray]]:
-    """Masks drawn once per example (static masking), keyed by (seed, shard, row)."""
-    packed = pretraining._pack(  # pylint: disable=protected-access
-        pairs, options.max_seq_length, tok.cls_id, tok.sep_id, tok.pad_id)
-    seeds = masking.example_seeds(options.seed, seed_key, np.arange(len(pairs)))
-    return masking.apply_masking(packed["input_ids"], packed["attention_mask"], seeds,
-                                _WORKER["mask_kwargs"])
+  """Masks drawn once per example (static masking), keyed by (seed, shard, row)."""
+  packed = pretraining._pack(  # pylint: disable=protected-access
+      pairs, options.max_seq_length, tok.cls_id, tok.sep_id, tok.pad_id)
+  seeds = masking.example_seeds(options.seed, seed_key, np.arange(len(pairs)))
+  return masking.apply_masking(packed["input_ids"], packed["attention_mask"], seeds,
+                              _WORKER["mask_kwargs"])
 
 
 def _write_shard(path: str, pairs, tok, options: Options, seed_key: int) -> int:
-    """Writes the examples to ``path`` atomically; returns the tokens written."""
-    from array_record.python.array_record_module import ArrayRecordWriter  # pylint: disable=g-import-not-at-top
-    static = _static_masks(pairs, tok, options, seed_key) if options.masking == "static" else None
-    tmp = f"{path}.tmp-{os.getpid()}"
-    writer = ArrayRecordWriter(tmp, _WRITER_OPTIONS)
-    num_tokens = 0
-    try:
-        for row, (tokens_a, tokens_b, label, *_) in enumerate(pairs):
-            tokens = pretraining.pair_tokens(tokens_a, tokens_b, tok.cls_id, tok.sep_id)
-            b_start = len(tokens_a) + 2 if tokens_b else len(tokens)
-            positions = ids = ()
-            if static is not None:
-                used = static["masked_lm_weights"][row] > 0
-                tokens = static["input_ids"][row, :len(tokens)].tolist()
-                positions = static["masked_lm_positions"][row, used].tolist()
-                ids = static["masked_lm_ids"][row, used].tolist()
-            writer.write(records.encode(tokens, b_start, label, positions, ids))
-            num_tokens += len(tokens)
-        writer.close()
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    return num_tokens
+  """Writes the examples to ``path`` atomically; returns the tokens written."""
+  from array_record.python.array_record_module import ArrayRecordWriter  # pylint: disable=g-import-not-at-top
+  static = _static_masks(pairs, tok, options, seed_key) if options.masking == "static" else None
+  tmp = f"{path}.tmp-{os.getpid()}"
+  writer = ArrayRecordWriter(tmp, _WRITER_OPTIONS)
+  num_tokens = 0
+  try:
+    for row, (tokens_a, tokens_b, label, *_) in enumerate(pairs):
+      tokens = pretraining.pair_tokens(tokens_a, tokens_b, tok.cls_id, tok.sep_id)
+      b_start = len(tokens_a) + 2 if tokens_b else len(tokens)
+      positions = ids = ()
+      if static is not None:
+        used = static["masked_lm_weights"][row] > 0
+        tokens = static["input_ids"][row, :len(tokens)].tolist()
+        positions = static["masked_lm_positions"][row, used].tolist()
+        ids = static["masked_lm_ids"][row, used].tolist()
+      writer.write(records.encode(tokens, b_start, label, positions, ids))
+      num_tokens += len(tokens)
+    writer.close()
+    os.replace(tmp, path)
+  except BaseException:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+    raise
+  return num_tokens
 
 
 def _top_tokens(pairs, first_normal_id: int) -> dict[str, int]:
-    counts: dict[int, int] = {}
-    ids = np.fromiter((t for a, b, *_ in pairs for t in (*a, *b)), dtype=np.int64)
-    values, freq = np.unique(ids[ids >= first_normal_id], return_counts=True)
-    for i in np.argsort(-freq, kind="stable")[:_TOP_TOKENS]:
-        counts[int(values[i])] = int(freq[i])
-    return {str(k): v for k, v in counts.items()}
+  counts: dict[int, int] = {}
+  ids = np.fromiter((t for a, b, *_ in pairs for t in (*a, *b)), dtype=np.int64)
+  values, freq = np.unique(ids[ids >= first_normal_id], return_counts=True)
+  for i in np.argsort(-freq, kind="stable")[:_TOP_TOKENS]:
+    counts[int(values[i])] = int(freq[i])
+  return {str(k): v for k, v in counts.items()}
 
 
 def process_shard(task: tuple[str, str, int, list[list[str]], str]) -> dict[str, Any]:
-    """Worker: documents -> examples -> ``SPLIT-NNNNN.arrayrecord`` plus its sidecar."""
-    directory, split, index, documents, options_hash = task
-    tok, options = _WORKER["tokenizer"], _WORKER["options"]
-    started = time.perf_counter()
-    tokenized = _tokenize(documents, tok)
-    seed_key = SPLITS.index(split) * 1_000_003 + index
-    rng = np.random.default_rng([options.seed, seed_key])
-    dupe = options.dupe_factor if split == "train" else 1
-    input_tokens = sum(len(s) for doc in tokenized for s in doc)
-    try:
-        pairs = pretraining.create_pairs(
-            tokenized, options.max_seq_length, options.short_seq_prob, dupe, rng,
-            tok.sep_id, options.objective, progress=False)
-    except ValueError as e:
-        raise ValueError(f"Shard {shard_name(split, index)} ({len(documents)} documents): "
-                         f"{e}") from None
-    path = os.path.join(directory, shard_name(split, index))
-    num_tokens = _write_shard(path, pairs, tok, options, seed_key)
-    info = {
-        "path": shard_name(split, index),
-        "examples": len(pairs),
-        "tokens": num_tokens,
-        "input_tokens": input_tokens,
-        "documents": len(documents),
-        "options_sha256": options_hash,
-        "top_tokens": _top_tokens(pairs, tok.first_normal_id),
-        "seconds": time.perf_counter() - started,
-    }
-    write_json(path + ".json", info)
-    return info
+  """Worker: documents -> examples -> ``SPLIT-NNNNN.arrayrecord`` plus its sidecar."""
+  directory, split, index, documents, options_hash = task
+  tok, options = _WORKER["tokenizer"], _WORKER["options"]
+  started = time.perf_counter()
+  tokenized = _tokenize(documents, tok)
+  seed_key = SPLITS.index(split) * 1_000_003 + index
+  rng = np.random.default_rng([options.seed, seed_key])
+  dupe = options.dupe_factor if split == "train" else 1
+  input_tokens = sum(len(s) for doc in tokenized for s in doc)
+  try:
+    pairs = pretraining.create_pairs(
+        tokenized, options.max_seq_length, options.short_seq_prob, dupe, rng,
+        tok.sep_id, options.objective, progress=False)
+  except ValueError as e:
+    raise ValueError(f"Shard {shard_name(split, index)} ({len(documents)} documents): "
+                     f"{e}") from None
+  path = os.path.join(directory, shard_name(split, index))
+  num_tokens = _write_shard(path, pairs, tok, options, seed_key)
+  info = {
+      "path": shard_name(split, index),
+      "examples": len(pairs),
+      "tokens": num_tokens,
+      "input_tokens": input_tokens,
+      "documents": len(documents),
+      "options_sha256": options_hash,
+      "top_tokens": _top_tokens(pairs, tok.first_normal_id),
+      "seconds": time.perf_counter() - started,
+  }
+  write_json(path + ".json", info)
+  return info
