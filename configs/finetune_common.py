@@ -88,6 +88,7 @@ def finetune_config(task: str, a, *, lr: float, epochs: float, batch: int, seq: 
   t.max_grad_norm = 1.0
   t.log_every_steps = 50
   t.profile_steps = ""             # 'A,B': jax.profiler trace of steps A..B into WORKDIR/profile (benchmarks/profile_summary.py reads it); '' = off
+  t.peak_tflops = 0.0              # device peak (TFLOP/s) for train/mfu; 0 = bert_jax/perf.py's table by device kind (none for CPUs: no MFU)
   # Checkpoints (workdir/checkpoints/<step>: state, data position, config) at every
   # epoch end, every this many steps, at the last step and on SIGTERM; a rerun of the
   # same command resumes from the newest. Kept: the newest `checkpoint_keep` plus the

@@ -104,6 +104,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   t.checkpoint_best_metric = ""    # ... plus the best by this eval metric ('' = none),
   t.checkpoint_best_mode = "max"   # e.g. 'mlm_accuracy' with 'max', 'mlm_loss' with 'min'
   t.profile_steps = ""             # 'A,B': jax.profiler trace of steps A..B into WORKDIR/profile (benchmarks/profile_summary.py reads it); '' = off
+  t.peak_tflops = 0.0              # device peak (TFLOP/s) for train/mfu; 0 = bert_jax/perf.py's table by device kind (none for CPUs: no MFU)
 
 
   # The fill-mask example printed at the end; [MASK] marks the token to predict.

@@ -45,6 +45,7 @@ def command(files, workdir, extra=()):
       "model.num_heads": 2, "model.intermediate_size": 64, "model.num_layers": 1,
       "train.global_batch_size": 8, "train.num_epochs": 3.0, "train.log_every_steps": 1,
       "train.checkpoint_every_steps": 2, "train.checkpoint_keep": 3,
+      "train.peak_tflops": 0.001,   # a stated peak: CPUs have none in bert_jax/perf.py
   }
   return ([sys.executable, "-m", "bert_jax.main",
            "--config=configs/finetune_glue.py:task=mrpc,init=none,size=tiny,lr=1e-3",
@@ -187,6 +188,14 @@ def test_no_library_chatter_and_tensorboard_holds_the_scalars(reference):
   rates = {e.step: e.value for e in acc.Scalars("train/seq_per_s")}
   tokens = {e.step: e.value for e in acc.Scalars("train/tokens_per_s")}
   assert all(abs(tokens[s] - 16 * rates[s]) <= 1e-3 * tokens[s] for s in rates)
+  # MFU = model FLOPs per step / seconds per step / peak (bert_jax/perf.py's formula).
+  from bert_jax import perf
+  from bert_jax.config import ModelConfig
+  saved = json.load(open(os.path.join(ref_dir, "config.json")))
+  flops = perf.train_flops(ModelConfig.from_dict(saved["model"]), 8, 16, 0)
+  mfu = {e.step: e.value for e in acc.Scalars("train/mfu")}
+  assert sorted(mfu) == sorted(rates)
+  assert all(abs(mfu[s] - flops * rates[s] / 8 / 1e9) <= 1e-3 * mfu[s] for s in rates)
 
 
 def test_init_from_a_bert_jax_workdir_reads_its_shape_and_layout(task_files, reference,

@@ -537,7 +537,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
             profile_steps=t.get("profile_steps", ""),
             # The encoder's FLOPs (no MLM predictions); the task head is negligible.
             flops_per_step=perf.train_flops(model.cfg, t.global_batch_size,
-                                            d.max_seq_length, 0)))
+                                            d.max_seq_length, 0),
+            peak_tflops=t.get("peak_tflops", 0.0)))
     if result.preempted:
       return {"task": task.name, "preempted_at": result.step}
     best_step = checkpoint_lib.best_step(os.path.join(workdir, "checkpoints"),

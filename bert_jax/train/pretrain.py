@@ -397,7 +397,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
             best_mode=t.checkpoint_best_mode, profile_steps=t.get("profile_steps", ""),
             flops_per_step=perf.train_flops(
                 setup.model_config, t.global_batch_size, config.data.max_seq_length,
-                config.data.max_predictions_per_seq)))
+                config.data.max_predictions_per_seq),
+            peak_tflops=t.get("peak_tflops", 0.0)))
     if result.preempted:
       return {"eval": result.eval_metrics, "fill_mask": [], "preempted_at": result.step}
     # A run resumed at its last step (killed before writing its figures) evaluates the

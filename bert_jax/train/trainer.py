@@ -67,6 +67,7 @@ class Loop:
   best_mode: str = "max"
   profile_steps: str = ""             # train.profile_steps (bert_jax/train/profiling.py)
   flops_per_step: float = 0.0         # model FLOPs of one step (bert_jax/perf.py), for MFU
+  peak_tflops: float = 0.0            # train.peak_tflops; 0 = perf.peak_tflops() (device kind)
 
 
 @dataclasses.dataclass
@@ -225,11 +226,12 @@ def _step_profiler(workdir: str, loop: Loop):
 
 
 def log_train(writer, progress, step: int, metrics: dict,
-              flops_per_step: float = 0.0) -> None:
+              flops_per_step: float = 0.0, peak_tflops: float = 0.0) -> None:
   """Writes one step's train metrics with throughput and MFU; a NaN loss is an error.
 
   MFU (`train/mfu`, a fraction) is written when the device's peak is known
-  (`bert_jax.perf.PEAK_TFLOPS`; none for CPUs) and the job gave `flops_per_step`.
+  (`peak_tflops`, else `bert_jax.perf.PEAK_TFLOPS` by device kind; none for CPUs) and
+  the job gave `flops_per_step`.
   """
   m = {k: float(v) for k, v in jax.device_get(metrics).items()}
   if not np.isfinite(m["loss"]):
@@ -240,7 +242,7 @@ def log_train(writer, progress, step: int, metrics: dict,
         "checkpoint is kept.")
   m["seq_per_s"] = progress.update(step, m["loss"])
   m["tokens_per_s"] = m["seq_per_s"] * getattr(progress, "tokens_per_sequence", 0)
-  peak = perf.peak_tflops()
+  peak = peak_tflops or perf.peak_tflops()
   unit = getattr(progress, "unit_per_step", 0)
   if flops_per_step and unit and m["seq_per_s"] > 0 and np.isfinite(peak):
     m["mfu"] = perf.mfu(flops_per_step, unit / m["seq_per_s"], peak)
@@ -303,7 +305,8 @@ def train(*, workdir: str, config, mesh, rules, created: Created, p_train_step,
           profiler.step_end(step, block_on=metrics)
         progress.advance(step)
         if pending is not None:
-          log_train(writer, progress, *pending, flops_per_step=loop.flops_per_step)
+          log_train(writer, progress, *pending, flops_per_step=loop.flops_per_step,
+                    peak_tflops=loop.peak_tflops)
           pending = None
         last = step == loop.num_train_steps
         if step % loop.log_every_steps == 0 or last:
@@ -323,7 +326,8 @@ def train(*, workdir: str, config, mesh, rules, created: Created, p_train_step,
                        "command to resume", step)
           break
       if pending is not None:
-        log_train(writer, progress, *pending, flops_per_step=loop.flops_per_step)
+        log_train(writer, progress, *pending, flops_per_step=loop.flops_per_step,
+                  peak_tflops=loop.peak_tflops)
   finally:
     if profiler is not None:
       profiler.close()
