@@ -74,6 +74,16 @@ def wait_for_step(workdir, step, proc, timeout=300):
   raise TimeoutError(f"step {step} not reached")
 
 
+def kill_at_step(cmd, workdir, step):
+  """Starts `cmd`, SIGKILLs it once `workdir` logged `step`; returns the exit code."""
+  proc = subprocess.Popen(cmd, cwd=REPO, env=env(), stdout=subprocess.DEVNULL,
+                          stderr=subprocess.DEVNULL)
+  wait_for_step(workdir, step, proc)
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  return proc.returncode
+
+
 @pytest.fixture(scope="module")
 def reference(corpus, tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp("reference"))
@@ -87,12 +97,7 @@ def test_sigkill_at_a_random_step_then_resume_is_bitwise_identical(corpus, refer
   assert sorted(want) == list(range(1, STEPS + 1))
   kill_at = int(np.random.default_rng().integers(6, 18))
   workdir = str(tmp_path / "run")
-  proc = subprocess.Popen(command(corpus, workdir), cwd=REPO, env=env(),
-                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-  wait_for_step(workdir, kill_at, proc)
-  proc.send_signal(signal.SIGKILL)
-  proc.wait()
-  assert proc.returncode == -signal.SIGKILL
+  assert kill_at_step(command(corpus, workdir), workdir, kill_at) == -signal.SIGKILL
   killed_at = max(losses(workdir))
   run(command(corpus, workdir))
   got = losses(workdir)

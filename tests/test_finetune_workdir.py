@@ -15,7 +15,7 @@ import pytest
 from bert_jax.train import checkpoint as checkpoint_lib
 from bert_jax.train import finetune
 from configs import finetune_glue
-from tests.test_checkpoint import REPO, env, losses, run, wait_for_step
+from tests.test_checkpoint import REPO, env, kill_at_step, losses, run, wait_for_step
 from tests.test_finetune_learning import NEGATIVE, POSITIVE, TEMPLATES, write_split
 
 STEPS = 15   # 40 train rows, batch 8: 5 steps per epoch, 3 epochs
@@ -66,11 +66,7 @@ def test_sigkill_then_the_same_command_continues_bit_for_bit(task_files, referen
   assert sorted(want) == list(range(1, STEPS + 1))
   kill_at = int(np.random.default_rng().integers(4, 12))
   workdir = str(tmp_path / "run")
-  proc = subprocess.Popen(command(task_files, workdir), cwd=REPO, env=env(),
-                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-  wait_for_step(workdir, kill_at, proc)
-  proc.send_signal(signal.SIGKILL)
-  proc.wait()
+  kill_at_step(command(task_files, workdir), workdir, kill_at)
   killed_at = max(losses(workdir))
   run(command(task_files, workdir))
   assert losses(workdir) == want, f"killed after step {killed_at}"   # bitwise
