@@ -71,6 +71,7 @@ class ModelConfig:
   attention_impl: str = "einsum"
   scan_layers: bool = False         # one nn.scan over the layers (encoder/layers/...)
   remat_policy: str = "none"
+  fused_qkv: bool = False           # q, k, v as one product (same parameters)
   # Architecture switches: the defaults are BERT (configs/common.py documents each).
   norm_placement: str = "post"
   norm_type: str = "layernorm"

@@ -62,6 +62,9 @@ def model_config(size: str, vocab_size: int = 30522) -> ml_collections.ConfigDic
   # bert_jax/models/params.py converts params between the two.
   m.scan_layers = False
   m.remat_policy = "none"            # none | full (recompute each layer) | dots (keep matmul outputs)
+  # Compute q, k and v with one [hidden, 3 x hidden] product instead of three; the
+  # parameters stay the three query/key/value kernels (checkpoints, HF export unchanged).
+  m.fused_qkv = False
   # Architecture switches (bert_jax/models/bert.py); the defaults are BERT. A value HF
   # BertModel cannot express makes HF/Google export fail naming the field.
   m.norm_placement = "post"          # post (BERT: add & norm) | pre (norm first, final norm)

@@ -1,4 +1,5 @@
 """Model properties that the HF parity tests do not cover."""
+import flax.linen as nn
 import jax
 import numpy as np
 import pytest
@@ -21,15 +22,65 @@ def padded_inputs():
   return ids, np.zeros_like(ids), mask
 
 
-@pytest.mark.parametrize("impl", ["xla"])
-def test_fused_attention_path_equals_einsum(impl):
-  cfg = tiny_cfg()
+@pytest.mark.parametrize("fast", [dict(attention_impl="xla"), dict(fused_qkv=True),
+                                  dict(fused_qkv=True, attention_impl="xla")])
+def test_fast_paths_give_the_reference_logits_and_gradients(fast):
+  """Each speed option computes the same function from the same parameters (float32)."""
+  cfg = tiny_cfg(attention_dropout_prob=0.0)
   ids, types, mask = padded_inputs()
-  params = BertForPreTraining(cfg).init(jax.random.PRNGKey(0), ids, types, mask)["params"]
-  ref = BertForPreTraining(cfg).apply({"params": params}, ids, types, mask)
-  out = BertForPreTraining(cfg.replace(attention_impl=impl)).apply({"params": params}, ids, types, mask)
+  types[:, 8:] = 1
+  model, fast_model = BertForPreTraining(cfg), BertForPreTraining(cfg.replace(**fast))
+  params = model.init(jax.random.PRNGKey(0), ids, types, mask)["params"]
+  assert jax.tree_util.tree_structure(params) == jax.tree_util.tree_structure(
+      fast_model.init(jax.random.PRNGKey(0), ids, types, mask)["params"])
+
+  def run(m):
+    def loss(p):
+      out = m.apply({"params": p}, ids, types, mask)
+      return (out["mlm_logits"] ** 2).mean() + out["nsp_logits"].sum(), out
+    return jax.grad(loss, has_aux=True)(params)
+  (ref_grads, ref), (grads, out) = run(model), run(fast_model)
   for key in ("mlm_logits", "nsp_logits"):
     np.testing.assert_allclose(out[key], ref[key], rtol=1e-5, atol=1e-5)
+  for a, b in zip(jax.tree_util.tree_leaves(grads), jax.tree_util.tree_leaves(ref_grads)):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+def _scatter_adds(jaxpr):
+  """(shape, dtype) of every scatter-add in a jaxpr, its sub-jaxprs included."""
+  found = []
+  for eqn in jaxpr.eqns:
+    if eqn.primitive.name == "scatter-add":
+      aval = eqn.outvars[0].aval
+      found.append((tuple(aval.shape), str(aval.dtype)))
+    for value in eqn.params.values():
+      for sub in value if isinstance(value, (tuple, list)) else (value,):
+        sub = getattr(sub, "jaxpr", sub)
+        if hasattr(sub, "eqns"):
+          found += _scatter_adds(sub)
+  return found
+
+
+def test_bfloat16_embedding_gradients_accumulate_in_float32():
+  """With bf16 compute the tables' gradients are no bf16 scatter-adds (one per batch
+  token, 8-bit mantissa; contended atomics on GPUs): only the word table is scattered
+  into, in float32; token types and default positions take no scatter at all."""
+  cfg = tiny_cfg(dtype="bfloat16", type_vocab_size=3, max_position_embeddings=40)
+  ids, types, mask = padded_inputs()
+  model = BertForPreTraining(cfg)
+  params = nn.unbox(model.init(jax.random.PRNGKey(0), ids, types, mask)["params"])
+  loss = lambda p: model.apply({"params": p}, ids, types, mask)["mlm_logits"].sum()  # noqa: E731
+  scatters = _scatter_adds(jax.make_jaxpr(jax.grad(loss))(params).jaxpr)
+  tables = {(120, 32), (3, 32), (40, 32)}
+  assert [s for s in scatters if s[0] in tables] == [((120, 32), "float32")], scatters
+  # And the values: bf16 compute's gradient of the token-type table is close to float32's.
+  weights = np.random.default_rng(1).normal(size=(16, 32)).astype(np.float32)
+  grad = lambda c: jax.grad(lambda p: (BertForPreTraining(c).apply(  # noqa: E731
+      {"params": p}, ids, types, mask)["sequence_output"] * weights).sum())(params)
+  g16 = grad(cfg)["bert"]["embeddings"]["token_type_embeddings"]["embedding"]
+  g32 = grad(cfg.replace(dtype="float32"))["bert"]["embeddings"]["token_type_embeddings"][
+      "embedding"]
+  np.testing.assert_allclose(g16, g32, rtol=0.05, atol=0.05 * float(np.abs(g32).max()))
 
 
 def test_padding_tokens_do_not_influence_real_positions():

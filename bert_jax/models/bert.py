@@ -115,19 +115,22 @@ class Dense(nn.Module):
   std: float | None = None   # kernel init std; None = model.initializer_range
 
   @nn.compact
-  def __call__(self, x):
+  def __call__(self, x, weights_only: bool = False):
+    """y; or with `weights_only` (kernel, bias or None) in the compute dtype, for a
+    caller that applies several Dense layers' weights as one product (`fused_dense`)."""
     n_out = len(self.features)
     n_in = len(self.kernel_axes) - n_out
     pdt = self.cfg.weights_dtype
     kernel = self.param("kernel", _normal(self.cfg, self.kernel_axes, self.std),
                         tuple(x.shape[-n_in:]) + self.features, pdt)
+    bias = (self.param("bias", _zeros(self.kernel_axes[n_in:]), self.features, pdt)
+            if self.use_bias else None)
     x, kernel = nn.dtypes.promote_dtype(x, kernel, dtype=self.cfg.compute_dtype)
+    if weights_only:
+      return kernel, None if bias is None else bias.astype(kernel.dtype)
     contract = (tuple(range(x.ndim - n_in, x.ndim)), tuple(range(n_in)))
     y = jax.lax.dot_general(x, kernel, (contract, ((), ())))
-    if not self.use_bias:
-      return y
-    bias = self.param("bias", _zeros(self.kernel_axes[n_in:]), self.features, pdt)
-    return y + bias.astype(y.dtype)
+    return y if bias is None else y + bias.astype(y.dtype)
 
 
 def dense(cfg, features, axes: tuple[str | None, ...], name: str, use_bias: bool = True,
@@ -137,6 +140,24 @@ def dense(cfg, features, axes: tuple[str | None, ...], name: str, use_bias: bool
   return Dense(cfg, features, tuple(axes), use_bias, std, name=name)
 
 
+def fused_dense(cfg, x, names: tuple[str, ...], features: tuple[int, ...],
+                axes: tuple[str | None, ...], use_bias: bool) -> list[jax.Array]:
+  """`[dense(cfg, features, axes, n, use_bias)(x) for n in names]` as ONE product.
+
+  Same parameters (names, shapes, init), so checkpoints and converters see no
+  difference: the kernels are stacked on a new axis after the input one ([embed,
+  len(names), *features]) for a single GEMM whose output is split again. x's last
+  axis is the only contracted one.
+  """
+  weights = [dense(cfg, features, axes, n, use_bias)(x, weights_only=True) for n in names]
+  kernel = jnp.stack([w for w, _ in weights], axis=1)        # [in, n, *features]
+  y = jax.lax.dot_general(x.astype(kernel.dtype), kernel, (((x.ndim - 1,), (0,)), ((), ())))
+  if use_bias:
+    y = y + jnp.stack([b for _, b in weights])               # [..., n, *features]
+  axis = x.ndim - 1
+  return [jax.lax.index_in_dim(y, i, axis, keepdims=False) for i in range(len(names))]
+
+
 class Embeddings(nn.Module):
   """Word + position + token-type embeddings, LayerNorm, dropout.
 
@@ -144,6 +165,15 @@ class Embeddings(nn.Module):
   positions act in attention). `model.embedding_size` smaller than the hidden size
   factorises the tables (ALBERT, Lan et al. 2020): [vocab, embedding_size] tables,
   then a `projection` to the hidden size after the norm.
+
+  The rows are looked up and summed at the tables' own precision (`model.param_dtype`),
+  and the LayerNorm casts to the compute dtype, as HF BERT under autocast does. So the
+  backward pass accumulates the tables' gradients in float32: looking up in bfloat16
+  made them bfloat16 scatter-adds, 32k updates per batch of 256 x 128 summed in an
+  8-bit mantissa (and, on GPUs, contended bf16 atomics). Token types are a one-hot
+  product (google-research/bert `embedding_postprocessor`: "always faster for a small
+  vocabulary"), whose gradient is a reduction rather than a scatter into two rows;
+  default positions are a slice of the table, not a gather.
   """
   cfg: ModelConfig
 
@@ -163,17 +193,20 @@ class Embeddings(nn.Module):
       self.projection = dense(cfg, cfg.hidden_size, (None, "embed"), "projection",
                               cfg.use_bias)
 
-  def __call__(self, input_ids, token_type_ids, positions, deterministic: bool):
-    x = self.word_embeddings(input_ids)
+  def __call__(self, input_ids, token_type_ids, position_ids, deterministic: bool):
+    """`position_ids` [batch, length], or None for 0..length-1."""
+    x = jnp.take(self.word_embeddings.embedding, input_ids, axis=0)
     if self.cfg.position_embedding == "learned":
       length = input_ids.shape[-1]
       if length > self.cfg.max_position_embeddings:
         raise ValueError(
             f"sequence length {length} exceeds model.max_position_embeddings="
             f"{self.cfg.max_position_embeddings}")
-      x = x + self.position_embeddings(positions)
-    x = self.layer_norm(x + self.token_type_embeddings(token_type_ids))
-    x = nn.with_logical_constraint(x, ("batch", "length", "embed"))
+      table = self.position_embeddings.embedding
+      x = x + (table[None, :length] if position_ids is None
+               else jnp.take(table, position_ids, axis=0))
+    x = x + one_hot_lookup(self.token_type_embeddings.embedding, token_type_ids)
+    x = nn.with_logical_constraint(self.layer_norm(x), ("batch", "length", "embed"))
     x = self.dropout(x, deterministic=deterministic)
     if self.cfg.embedding_dim != self.cfg.hidden_size:
       x = nn.with_logical_constraint(self.projection(x), ("batch", "length", "embed"))
@@ -182,6 +215,13 @@ class Embeddings(nn.Module):
   def attend(self, x):
     """Scores against the word-embedding table (the tied MLM decoder)."""
     return self.word_embeddings.attend(pin_to_embed(x))
+
+
+def one_hot_lookup(table: jax.Array, ids: jax.Array) -> jax.Array:
+  """table[ids] as one_hot(ids) @ table, exact at any dtype (HIGHEST precision: no
+  TF32/bf16 passes); for tables of a few rows (token types)."""
+  one_hot = jax.nn.one_hot(ids, table.shape[0], dtype=table.dtype)
+  return jnp.einsum("...k,kd->...d", one_hot, table, precision=jax.lax.Precision.HIGHEST)
 
 
 def pin_to_embed(x):
@@ -229,9 +269,12 @@ class SelfAttention(nn.Module):
     head_dim = cfg.head_dim
     shape = (cfg.num_heads, head_dim)
     axes = ("embed", "heads", "kv")
-    q = dense(cfg, shape, axes, "query", cfg.use_bias)(x)  # [batch, length, heads, kv]
-    k = dense(cfg, shape, axes, "key", cfg.use_bias)(x)
-    v = dense(cfg, shape, axes, "value", cfg.use_bias)(x)
+    if cfg.fused_qkv:  # one [embed, 3 x heads x kv] product (same parameters)
+      q, k, v = fused_dense(cfg, x, ("query", "key", "value"), shape, axes, cfg.use_bias)
+    else:
+      q = dense(cfg, shape, axes, "query", cfg.use_bias)(x)  # [batch, length, heads, kv]
+      k = dense(cfg, shape, axes, "key", cfg.use_bias)(x)
+      v = dense(cfg, shape, axes, "value", cfg.use_bias)(x)
     if cfg.qk_norm:  # over each head's kv (Dehghani et al. 2023, ViT-22B; OLMo 2)
       q, k = layer_norm(cfg, "query_norm")(q), layer_norm(cfg, "key_norm")(k)
     if cfg.position_embedding == "rotary":
@@ -413,7 +456,7 @@ class BertModel(nn.Module):
     positions = position_ids
     if positions is None:
       positions = jnp.arange(input_ids.shape[-1])[None, :]   # [1, length]
-    x = self.embeddings(input_ids, token_type_ids, positions, deterministic)
+    x = self.embeddings(input_ids, token_type_ids, position_ids, deterministic)
     bias = attention_bias(attention_mask, jnp.float32)
     sequence_output = self.encoder(x, bias, positions, deterministic)
     pooled_output = jnp.tanh(self.pooler(sequence_output[:, 0]))

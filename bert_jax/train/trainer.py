@@ -40,7 +40,8 @@ MAY_CHANGE_ON_RESUME = (
     "train.log_every_steps", "train.eval_every_steps", "train.eval_batches",
     "train.checkpoint_every_steps", "train.checkpoint_keep", "train.profile_steps",
     "mesh.", "distributed.", "data.loader_prefetch_threads", "data.predict_test",
-    "model.scan_layers", "model.remat_policy", "model.attention_impl", "fill_mask_text",
+    "model.scan_layers", "model.remat_policy", "model.attention_impl", "model.fused_qkv",
+    "fill_mask_text",
 )
 
 
