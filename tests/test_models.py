@@ -46,33 +46,38 @@ def test_fast_paths_give_the_reference_logits_and_gradients(fast):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
 
 
-def _scatter_adds(jaxpr):
-  """(shape, dtype) of every scatter-add in a jaxpr, its sub-jaxprs included."""
+def _reductions(jaxpr):
+  """(primitive, shape, dtype) of every scatter-add and reduce_sum in a jaxpr, its
+  sub-jaxprs included."""
   found = []
   for eqn in jaxpr.eqns:
-    if eqn.primitive.name == "scatter-add":
+    if eqn.primitive.name in ("scatter-add", "reduce_sum"):
       aval = eqn.outvars[0].aval
-      found.append((tuple(aval.shape), str(aval.dtype)))
+      found.append((eqn.primitive.name, tuple(aval.shape), str(aval.dtype)))
     for value in eqn.params.values():
       for sub in value if isinstance(value, (tuple, list)) else (value,):
         sub = getattr(sub, "jaxpr", sub)
         if hasattr(sub, "eqns"):
-          found += _scatter_adds(sub)
+          found += _reductions(sub)
   return found
 
 
-def test_bfloat16_embedding_gradients_accumulate_in_float32():
-  """With bf16 compute the tables' gradients are no bf16 scatter-adds (one per batch
-  token, 8-bit mantissa; contended atomics on GPUs): only the word table is scattered
-  into, in float32; token types and default positions take no scatter at all."""
+def test_bfloat16_compute_reduces_parameter_gradients_in_float32():
+  """With bf16 compute no parameter's gradient is a bf16 sum over the batch tokens
+  (8-bit mantissa; contended bf16 atomics on GPUs): biases are added at their float32
+  precision, embedding rows looked up in float32; only the word table is scattered
+  into, and token types and default positions take no scatter at all."""
   cfg = tiny_cfg(dtype="bfloat16", type_vocab_size=3, max_position_embeddings=40)
   ids, types, mask = padded_inputs()
   model = BertForPreTraining(cfg)
   params = nn.unbox(model.init(jax.random.PRNGKey(0), ids, types, mask)["params"])
   loss = lambda p: model.apply({"params": p}, ids, types, mask)["mlm_logits"].sum()  # noqa: E731
-  scatters = _scatter_adds(jax.make_jaxpr(jax.grad(loss))(params).jaxpr)
+  found = _reductions(jax.make_jaxpr(jax.grad(loss))(params).jaxpr)
+  shapes = {tuple(x.shape) for x in jax.tree_util.tree_leaves(params)}
+  assert not [r for r in found if r[1] in shapes and r[2] != "float32"], found
   tables = {(120, 32), (3, 32), (40, 32)}
-  assert [s for s in scatters if s[0] in tables] == [((120, 32), "float32")], scatters
+  assert [r for r in found if r[0] == "scatter-add" and r[1] in tables] == [
+      ("scatter-add", (120, 32), "float32")], found
   # And the values: bf16 compute's gradient of the token-type table is close to float32's.
   weights = np.random.default_rng(1).normal(size=(16, 32)).astype(np.float32)
   grad = lambda c: jax.grad(lambda p: (BertForPreTraining(c).apply(  # noqa: E731

@@ -116,7 +116,7 @@ class Dense(nn.Module):
 
   @nn.compact
   def __call__(self, x, weights_only: bool = False):
-    """y; or with `weights_only` (kernel, bias or None) in the compute dtype, for a
+    """y; or with `weights_only` (kernel in the compute dtype, bias or None), for a
     caller that applies several Dense layers' weights as one product (`fused_dense`)."""
     n_out = len(self.features)
     n_in = len(self.kernel_axes) - n_out
@@ -127,10 +127,19 @@ class Dense(nn.Module):
             if self.use_bias else None)
     x, kernel = nn.dtypes.promote_dtype(x, kernel, dtype=self.cfg.compute_dtype)
     if weights_only:
-      return kernel, None if bias is None else bias.astype(kernel.dtype)
+      return kernel, bias
     contract = (tuple(range(x.ndim - n_in, x.ndim)), tuple(range(n_in)))
     y = jax.lax.dot_general(x, kernel, (contract, ((), ())))
-    return y if bias is None else y + bias.astype(y.dtype)
+    return y if bias is None else add_bias(y, bias)
+
+
+def add_bias(y: jax.Array, bias: jax.Array) -> jax.Array:
+  """y + bias, added at the bias's (parameter) precision and cast back to y's dtype.
+
+  So the bias gradient, a sum over every batch token, is reduced in float32: adding
+  in bfloat16 made it a bfloat16 reduce_sum (XLA accumulates in the operand type).
+  """
+  return (y.astype(bias.dtype) + bias).astype(y.dtype)
 
 
 def dense(cfg, features, axes: tuple[str | None, ...], name: str, use_bias: bool = True,
@@ -153,7 +162,7 @@ def fused_dense(cfg, x, names: tuple[str, ...], features: tuple[int, ...],
   kernel = jnp.stack([w for w, _ in weights], axis=1)        # [in, n, *features]
   y = jax.lax.dot_general(x.astype(kernel.dtype), kernel, (((x.ndim - 1,), (0,)), ((), ())))
   if use_bias:
-    y = y + jnp.stack([b for _, b in weights])               # [..., n, *features]
+    y = add_bias(y, jnp.stack([b for _, b in weights]))     # [..., n, *features]
   axis = x.ndim - 1
   return [jax.lax.index_in_dim(y, i, axis, keepdims=False) for i in range(len(names))]
 
