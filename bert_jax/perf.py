@@ -10,9 +10,14 @@ hidden H, feed-forward I, vocab V:
 
   forward = B*s*L*(8*H^2 + 4*H*I)      q, k, v, o projections and the FFN
           + B*L*4*s^2*H                attention scores (QK^T) and context (PV)
-          + B*P*(2*H^2 + 2*H*V)        MLM transform and tied decoder, masked rows only
+          + B*P*(2*H^2 + 2*H*V)        MLM transform and decoder, masked rows only
           + B*2*H^2                    pooler
   train   = 3 * forward                backward = 2x forward
+
+Switches (`ModelConfig`): a gated feed-forward (geglu, swiglu) has a third H x I
+matrix (6*H*I instead of 4*H*I); factorised embeddings of width E < H (ALBERT) add
+the B*s*2*E*H embedding projection and make the MLM head B*P*(2*H*E + 2*E*V); the
+decoder costs the same tied or untied; fused q/k/v and shared layers change no FLOPs.
 
 Every implementation is credited the same useful work, even one (HF) that scores all
 s positions against the vocabulary instead of the P masked ones.
@@ -60,14 +65,17 @@ def peak_tflops(device_kind: str | None = None) -> float:
 def forward_flops(model_cfg, batch: int, seq: int, predictions: int) -> float:
   """Model FLOPs of one forward pass (module docstring); `model_cfg` is a ModelConfig
   or the `model` ConfigDict (fields hidden_size, num_layers, intermediate_size,
-  vocab_size)."""
+  vocab_size; hidden_act and embedding_size when present)."""
   h, layers = model_cfg.hidden_size, model_cfg.num_layers
   ffn, vocab = model_cfg.intermediate_size, model_cfg.vocab_size
-  encoder = batch * seq * layers * (8 * h * h + 4 * h * ffn)
+  ffn_matrices = 3 if getattr(model_cfg, "hidden_act", "gelu") in ("geglu", "swiglu") else 2
+  width = getattr(model_cfg, "embedding_size", 0) or h   # E: the embedding tables' width
+  encoder = batch * seq * layers * (8 * h * h + 2 * ffn_matrices * h * ffn)
   attention = batch * layers * 4 * seq * seq * h
-  mlm_head = batch * predictions * (2 * h * h + 2 * h * vocab)
+  projection = batch * seq * 2 * width * h if width != h else 0
+  mlm_head = batch * predictions * (2 * h * width + 2 * width * vocab)
   pooler = batch * 2 * h * h
-  return float(encoder + attention + mlm_head + pooler)
+  return float(encoder + attention + projection + mlm_head + pooler)
 
 
 def train_flops(model_cfg, batch: int, seq: int, predictions: int) -> float:

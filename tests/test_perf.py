@@ -27,10 +27,12 @@ def dot_flops(jaxpr) -> float:
   return total
 
 
-@pytest.mark.parametrize("scan", [False, True])
-def test_forward_flops_equal_the_models_matmuls(scan):
+@pytest.mark.parametrize("switches", [
+    dict(), dict(scan_layers=True), dict(hidden_act="swiglu", fused_qkv=True),
+    dict(embedding_size=16, tie_word_embeddings=False, share_layers="all")])
+def test_forward_flops_equal_the_models_matmuls(switches):
   cfg = ModelConfig(vocab_size=96, hidden_size=32, num_heads=4, intermediate_size=80,
-                    num_layers=3, scan_layers=scan)
+                    num_layers=3, **switches)
   batch, seq, predictions = 2, 16, 3
   ids = np.ones((batch, seq), np.int32)
   positions = np.tile(np.arange(1, predictions + 1, dtype=np.int32), (batch, 1))

@@ -179,8 +179,8 @@ class Embeddings(nn.Module):
   and the LayerNorm casts to the compute dtype, as HF BERT under autocast does. So the
   backward pass accumulates the tables' gradients in float32: looking up in bfloat16
   made them bfloat16 scatter-adds, 32k updates per batch of 256 x 128 summed in an
-  8-bit mantissa (and, on GPUs, contended bf16 atomics). Token types are a one-hot
-  product (google-research/bert `embedding_postprocessor`: "always faster for a small
+  8-bit mantissa (and, on GPUs, contended bf16 atomics). Token types are one-hot
+  (as google-research/bert `embedding_postprocessor`: "always faster for a small
   vocabulary"), whose gradient is a reduction rather than a scatter into two rows;
   default positions are a slice of the table, not a gather.
   """
@@ -227,10 +227,12 @@ class Embeddings(nn.Module):
 
 
 def one_hot_lookup(table: jax.Array, ids: jax.Array) -> jax.Array:
-  """table[ids] as one_hot(ids) @ table, exact at any dtype (HIGHEST precision: no
-  TF32/bf16 passes); for tables of a few rows (token types)."""
-  one_hot = jax.nn.one_hot(ids, table.shape[0], dtype=table.dtype)
-  return jnp.einsum("...k,kd->...d", one_hot, table, precision=jax.lax.Precision.HIGHEST)
+  """table[ids] as sum_k one_hot(ids)_k * table[k]: exact (every other term is 0), and
+  its gradient is a reduction per row instead of a scatter; for tables of a few rows
+  (token types). Elementwise rather than a matmul, so no TF32/bf16 matmul passes and
+  no FLOPs that MFU would have to leave out."""
+  one_hot = jax.nn.one_hot(ids, table.shape[0], dtype=table.dtype)   # [..., rows]
+  return jnp.sum(one_hot[..., None] * table, axis=-2)
 
 
 def pin_to_embed(x):
