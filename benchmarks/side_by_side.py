@@ -2,16 +2,21 @@ r"""bert_jax's pretraining step side by side with HF PyTorch BERT, same device a
 
   # CPU (default): 2 and 12 layers, hidden 768, seq 128, batch 8, float32
   python benchmarks/side_by_side.py
-  # GPU, the one prepared command (BERT-base seq 128 batch 256 bf16; BERT-large seq 512
-  # batch 64 bf16, cuDNN attention, scanned; ~6-8 min of device time, compiles included):
-  python benchmarks/side_by_side.py --preset=gpu
+  # GPU (BERT-base seq 128 batch 256 bf16; BERT-large seq 512 batch 64 bf16, cuDNN
+  # attention, scanned; ~9 min of device time, compiles included; or the two halves,
+  # --preset=gpu_base ~6 min and --preset=gpu_large ~3 min; docs/benchmarks.md "GPU plan"):
+  python benchmarks/side_by_side.py --preset=gpu --profile=/tmp/sbs_profile
 
 Implementations, each in its own process (PyTorch and JAX never share one):
   bert_jax     `bert_jax.train.pretrain.Setup(...).p_train_step`: the real jitted step
                (donated state, sparse MLM over the masked positions, NSP, AdamW with
                clipping), dropout 0.1 (attention dropout 0 for xla/cudnn attention).
                `--jax=einsum,cudnn+model.scan_layers=true` lists variants: an
-               attention_impl, then `+field=value` config overrides.
+               attention_impl, then `+field=value` config overrides, `+xla=NAME` (a
+               set of XLA flags from XLA_FLAG_SETS in the worker's environment) and
+               `+code=DIR` (import bert_jax and configs from DIR: an earlier revision,
+               `git archive REV bert_jax configs | tar -x -C DIR`, timed against this
+               one in the same run).
   hf_eager     transformers `BertForPreTraining`, SDPA attention, AdamW (fused on
                CUDA) with the same decay mask and clipping, bf16 autocast when --dtype
                is bfloat16, MLM loss over dense [batch, seq] labels (HF's way).
@@ -71,19 +76,43 @@ class Shape:
             f"{self.dtype}")
 
 
+# `+xla=NAME` variants: XLA flags the JAX GPU performance guide
+# (https://docs.jax.dev/en/latest/gpu_performance_tips.html) and MaxText's GPU runs set.
+XLA_FLAG_SETS = {
+    "cublas": "--xla_gpu_enable_triton_gemm=false",          # GEMMs by cuBLAS only
+    "lhs": "--xla_gpu_enable_latency_hiding_scheduler=true",  # overlap-aware scheduling
+}
+
+# The GPU rows, BERT-base phase 1: the default fast config (cuDNN attention, attention
+# dropout 0); the code before the embedding/bias-gradient change (`.bench/before`,
+# commit 7e0faa0, see docs/benchmarks.md "GPU plan"); fused QKV; cuBLAS-only GEMMs;
+# the paper-faithful einsum path with attention dropout 0.1.
+GPU_BASE = (Shape(12, 768, 12, 128, 256, "bfloat16"),
+            "cudnn,cudnn+code=.bench/before,cudnn+model.fused_qkv=true,cudnn+xla=cublas,einsum")
+# BERT-large phase 2 with cuDNN and a scanned encoder (the unscanned 24-layer step
+# compiles for minutes).
+GPU_LARGE = (Shape(24, 1024, 16, 512, 64, "bfloat16"),
+             "cudnn+model.scan_layers=true,cudnn+model.scan_layers=true+model.fused_qkv=true")
 PRESETS = {
     # shapes: (shape, bert_jax variants); then interleave, rounds, steps, warmup.
     "cpu": dict(shapes=[(Shape(2, 768, 12, 128, 8, "float32"), "einsum"),
                         (Shape(12, 768, 12, 128, 8, "float32"), "einsum")],
                 interleave=True, rounds=5, steps=2, warmup=2),
-    # BERT-base phase 1 (paper-faithful einsum with attention dropout, and cuDNN
-    # without); BERT-large phase 2 with cuDNN and a scanned encoder (the unscanned
-    # 24-layer step compiles for minutes).
-    "gpu": dict(shapes=[(Shape(12, 768, 12, 128, 256, "bfloat16"), "cudnn,einsum"),
-                        (Shape(24, 1024, 16, 512, 64, "bfloat16"),
-                         "cudnn+model.scan_layers=true")],
+    # The GPU rows in one command (~9 min of device time), or as two (~6 + ~3 min).
+    "gpu": dict(shapes=[GPU_BASE, GPU_LARGE],
                 interleave=False, rounds=3, steps=10, warmup=3),
+    "gpu_base": dict(shapes=[GPU_BASE], interleave=False, rounds=3, steps=10, warmup=3),
+    "gpu_large": dict(shapes=[GPU_LARGE], interleave=False, rounds=3, steps=10, warmup=3),
 }
+
+
+def variant_parts(variant: str) -> tuple[str, list[str], dict[str, str]]:
+  """'cudnn+model.x=1+xla=cublas+code=DIR' -> ('cudnn', ['model.x=1'], {'xla': 'cublas',
+  'code': 'DIR'}): attention_impl, config overrides, worker settings."""
+  attention, *tokens = variant.split("+")
+  settings = dict(t.split("=", 1) for t in tokens if t.split("=", 1)[0] in ("xla", "code"))
+  overrides = [t for t in tokens if t.split("=", 1)[0] not in settings]
+  return attention, overrides, settings
 
 
 # ---------------------------------------------------------------------------- workers
@@ -112,13 +141,15 @@ def jax_worker(spec: dict):
   from bert_jax.train import pretrain
   from configs import pretrain as pretrain_config
 
+  if spec.get("code") and not pretrain.__file__.startswith(os.path.abspath(spec["code"])):
+    raise ImportError(f"+code={spec['code']}: bert_jax came from {pretrain.__file__}")
   s = Shape(**spec["shape"])
   c = pretrain_config.get_config(
       f"base,seq={s.seq},batch={s.batch},vocab={s.vocab},dropout=0.1")
   c.model.num_layers, c.model.hidden_size, c.model.num_heads = s.layers, s.hidden, s.heads
   c.model.intermediate_size = 4 * s.hidden
   c.model.dtype = s.dtype
-  attention, *overrides = spec["variant"].split("+")
+  attention, overrides, _ = variant_parts(spec["variant"])
   c.model.attention_impl = attention
   if attention != "einsum":
     c.model.attention_dropout_prob = 0.0  # jax.nn.dot_product_attention has no dropout
@@ -201,6 +232,10 @@ def torch_worker(spec: dict):
 def worker_main(spec: dict) -> None:
   """Build, run the first step and the warmup, then serve 'run' requests on stdin."""
   try:
+    if spec.get("code"):  # an earlier revision's bert_jax and configs, before this one's
+      if not os.path.isdir(os.path.join(spec["code"], "bert_jax")):
+        raise FileNotFoundError(f"+code={spec['code']}: no bert_jax package there")
+      sys.path.insert(0, os.path.abspath(spec["code"]))
     build = jax_worker if spec["impl"] == "bert_jax" else torch_worker
     step, sync, info = build(spec)
     t0 = time.perf_counter()
@@ -252,11 +287,18 @@ class Worker:
                 steps=args.steps, warmup=args.warmup)
     if args.profile and impl == "bert_jax":
       spec["profile_dir"] = os.path.join(
-          args.profile, f"{variant.replace('+', '_')}_L{shape.layers}_s{shape.seq}")
+          args.profile, f"{variant.replace('+', '_').replace('/', '_')}_L{shape.layers}"
+          f"_s{shape.seq}")
     env = dict(os.environ)
+    settings = variant_parts(variant)[2] if impl == "bert_jax" else {}
+    if "xla" in settings:
+      env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} {XLA_FLAG_SETS[settings['xla']]}".strip()
+    if "code" in settings:
+      spec["code"] = settings["code"]
     if args.interleave:  # several processes on one accelerator: allocate on demand
       env["XLA_PYTHON_CLIENT_PREALLOCATE"] = "false"
-    self.log_path = os.path.join(log_dir, f"{self.label.replace(' ', '_')}_{shape.layers}.log")
+    self.log_path = os.path.join(
+        log_dir, f"{self.label.replace(' ', '_').replace('/', '_')}_{shape.layers}.log")
     self.log = open(self.log_path, "w")
     self.proc = subprocess.Popen(
         [sys.executable, os.path.abspath(__file__), "--worker", json.dumps(spec)],
@@ -319,7 +361,7 @@ def run_shape(shape: Shape, variants: str, args, log_dir: str) -> list[Worker]:
   specs += [(i, "") for i in args.impls.split(",") if i != "bert_jax"]
 
   def finish(w: Worker) -> None:
-    if args.profile:
+    if args.profile and (args.profile_all or w is workers[0]):  # the first bert_jax row
       w.profile_lines = w.profile()
     w.close()
 
@@ -392,8 +434,11 @@ def main():
   p.add_argument("--interleave", action=argparse.BooleanOptionalAction, default=None)
   p.add_argument("--log_dir", default="", help="worker logs ('' = a temp dir)")
   p.add_argument("--profile", default="",
-                 help="DIR: after timing, trace 3 more steps of each bert_jax row "
-                      "into DIR/<variant>_L<layers>_s<seq>/profile and print its top ops")
+                 help="DIR: after timing, trace 3 more steps of the first bert_jax row "
+                      "of each shape into DIR/<variant>_L<layers>_s<seq>/profile and print "
+                      "its top ops")
+  p.add_argument("--profile_all", action="store_true",
+                 help="with --profile: trace every bert_jax row, not only the first")
   args = p.parse_args()
   if args.worker:
     worker_main(json.loads(args.worker))
