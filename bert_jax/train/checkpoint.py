@@ -274,29 +274,31 @@ def restore_params(checkpoint_dir: str, step: int | None = None,
   directory = os.path.abspath(checkpoint_dir)
   if not os.path.isdir(directory):
     raise FileNotFoundError(f"no checkpoint directory {directory}")
-  manager = ocp.CheckpointManager(directory, item_handlers=_item_handlers())
-  step = manager.latest_step() if step is None else step
-  manager.close()
-  if step is None:
-    raise FileNotFoundError(f"no complete checkpoint in {directory}")
-  path = os.path.join(directory, str(step), "state")
-  checkpointer = ocp.PyTreeCheckpointer()
-  meta = checkpointer.metadata(path)
-  meta = getattr(meta, "item_metadata", meta) or meta
-  saved = dict(meta)["params"]
-  saved = jax.tree_util.tree_map(lambda m: np.zeros(m.shape, m.dtype), dict(saved))
-  relayout = target is not None and (params_lib.is_scanned(target)
-                                     != params_lib.is_scanned(saved))
-  if target is None or relayout:
-    item = saved
-    restore_args = jax.tree_util.tree_map(
-        lambda _: ocp.RestoreArgs(restore_type=np.ndarray), item)
-  else:
-    item = target
-    restore_args = ocp.checkpoint_utils.construct_restore_args(target)
-  restored = checkpointer.restore(path, args=ocp.args.PyTreeRestore(
-      item={"params": item}, restore_args={"params": restore_args}, partial_restore=True))
-  params = restored["params"]
+  # Through the manager that wrote the step (its metadata file is the step's, not the
+  # item's: a bare Checkpointer on `<step>/state` warns that it is missing); the
+  # 'state' item read as a PyTree, for a partial restore of its params.
+  handlers = {**_item_handlers(), "state": ocp.PyTreeCheckpointHandler()}
+  with ocp.CheckpointManager(directory, item_handlers=handlers) as manager:
+    step = manager.latest_step() if step is None else step
+    if step is None:
+      raise FileNotFoundError(f"no complete checkpoint in {directory}")
+    if step not in manager.all_steps():
+      raise FileNotFoundError(f"no complete checkpoint {directory}/{step}")
+    saved = dict(manager.item_metadata(step)["state"])["params"]
+    saved = jax.tree_util.tree_map(lambda m: np.zeros(m.shape, m.dtype), dict(saved))
+    relayout = target is not None and (params_lib.is_scanned(target)
+                                       != params_lib.is_scanned(saved))
+    if target is None or relayout:
+      item = saved
+      restore_args = jax.tree_util.tree_map(
+          lambda _: ocp.RestoreArgs(restore_type=np.ndarray), item)
+    else:
+      item = target
+      restore_args = ocp.checkpoint_utils.construct_restore_args(target)
+    restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
+        item={"params": item}, restore_args={"params": restore_args},
+        partial_restore=True)))
+  params = restored["state"]["params"]
   if relayout:  # restored on the host in the saved layout, placed in the target's
     params = params_lib.in_layout(params, params_lib.is_scanned(target))
     params = jax.device_put(params, jax.tree_util.tree_map(lambda x: x.sharding, target))
