@@ -1,6 +1,7 @@
 """Checkpointing: exact resume after SIGKILL, clean SIGTERM, mid-save kills, other meshes."""
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -84,6 +85,22 @@ def kill_at_step(cmd, workdir, step):
   return proc.returncode
 
 
+def sigterm_at_step(cmd, workdir, step):
+  """Starts `cmd`, SIGTERMs it once `workdir` logged `step`; checks that it exits 0
+  having saved the step it names. Returns (that step, every step in checkpoints/)."""
+  proc = subprocess.Popen(cmd, cwd=REPO, env=env(), stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE, text=True)
+  wait_for_step(workdir, step, proc)
+  proc.send_signal(signal.SIGTERM)
+  _, err = proc.communicate(timeout=300)
+  assert proc.returncode == 0, err[-2000:]
+  stopped = re.search(r"preemption signal: saved step (\d+)", err)
+  assert stopped, err[-2000:]
+  saved = {int(n) for n in os.listdir(os.path.join(workdir, "checkpoints")) if n.isdigit()}
+  assert int(stopped.group(1)) in saved, (stopped.group(0), saved)
+  return int(stopped.group(1)), saved
+
+
 @pytest.fixture(scope="module")
 def reference(corpus, tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp("reference"))
@@ -109,15 +126,8 @@ def test_sigterm_saves_at_a_step_boundary_and_exits_zero(corpus, reference, tmp_
   _, want = reference
   workdir = str(tmp_path / "run")
   cmd = command(corpus, workdir, extra=["--config.train.checkpoint_every_steps=1000"])
-  proc = subprocess.Popen(cmd, cwd=REPO, env=env(), stdout=subprocess.DEVNULL,
-                          stderr=subprocess.PIPE, text=True)
-  wait_for_step(workdir, 5, proc)
-  proc.send_signal(signal.SIGTERM)
-  _, err = proc.communicate(timeout=300)
-  assert proc.returncode == 0, err[-2000:]
-  saved = [int(n) for n in os.listdir(os.path.join(workdir, "checkpoints")) if n.isdigit()]
-  assert len(saved) == 1 and 5 <= saved[0] < STEPS, saved
-  assert f"saved step {saved[0]}" in err
+  stopped, saved = sigterm_at_step(cmd, workdir, 5)
+  assert saved == {stopped} and 5 <= stopped < STEPS, saved
   run(cmd)
   assert losses(workdir) == want
 

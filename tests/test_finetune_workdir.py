@@ -3,9 +3,7 @@ SIGTERM, another mesh; the self-contained workdir (task.json, tokenizer, best ch
 exported to transformers); finished reruns; init from a bert_jax workdir; logs."""
 import json
 import os
-import re
 import shutil
-import signal
 import subprocess
 import sys
 
@@ -15,7 +13,7 @@ import pytest
 from bert_jax.train import checkpoint as checkpoint_lib
 from bert_jax.train import finetune
 from configs import finetune_glue
-from tests.test_checkpoint import REPO, env, kill_at_step, losses, run, wait_for_step
+from tests.test_checkpoint import REPO, env, kill_at_step, losses, run, sigterm_at_step
 from tests.test_finetune_learning import NEGATIVE, POSITIVE, TEMPLATES, write_split
 
 STEPS = 15   # 40 train rows, batch 8: 5 steps per epoch, 3 epochs
@@ -79,16 +77,8 @@ def test_sigterm_saves_at_a_step_boundary_and_exits_zero(task_files, reference, 
   _, want, _ = reference
   workdir = str(tmp_path / "run")
   cmd = command(task_files, workdir, extra=["--config.train.checkpoint_every_steps=1000"])
-  proc = subprocess.Popen(cmd, cwd=REPO, env=env(), stdout=subprocess.DEVNULL,
-                          stderr=subprocess.PIPE, text=True)
-  wait_for_step(workdir, 4, proc)
-  proc.send_signal(signal.SIGTERM)
-  _, err = proc.communicate(timeout=300)
-  assert proc.returncode == 0, err[-2000:]
-  saved = {int(n) for n in os.listdir(os.path.join(workdir, "checkpoints")) if n.isdigit()}
-  stopped = re.search(r"preemption signal: saved step (\d+)", err)
-  assert stopped, err[-2000:]
-  assert 4 <= int(stopped.group(1)) < STEPS and int(stopped.group(1)) in saved, saved
+  stopped, _ = sigterm_at_step(cmd, workdir, 4)
+  assert 4 <= stopped < STEPS
   assert not os.path.exists(os.path.join(workdir, "results.json"))
   run(cmd)
   assert losses(workdir) == want

@@ -1,4 +1,5 @@
-"""Pieces every converter shares: the error type, tree flattening, the model's shapes.
+"""Pieces every converter shares: the error type, JSON files, tree flattening, the
+model's shapes.
 
 The bert_jax parameter tree is addressed by '/'-joined paths here
 ('bert/encoder/layer_0/attention/query/kernel'), so an error can list exactly the
@@ -7,6 +8,7 @@ arrays that do not fit.
 
 from __future__ import annotations
 
+import json
 from typing import Any, Mapping
 
 import numpy as np
@@ -16,6 +18,19 @@ from bert_jax.models.params import flatten, unflatten  # noqa: F401  (the one tr
 
 class ConversionError(ValueError):
   """Input that does not fit: names every file, key or shape at fault."""
+
+
+def read_json(path: str, error: type[Exception] = ConversionError, what: str = "") -> Any:
+  """The JSON value in `path`; a missing or unparsable file raises `error`, naming the
+  file (after `what`, e.g. the config field that named it, when given)."""
+  prefix = f"{what}: " if what else ""
+  try:
+    with open(path, encoding="utf-8") as f:
+      return json.load(f)
+  except FileNotFoundError:
+    raise error(f"{prefix}missing file {path}") from None
+  except ValueError as e:
+    raise error(f"{prefix}{path} is not valid JSON: {e}") from None
 
 
 def expected_shapes(cfg) -> dict[str, tuple[int, ...]]:

@@ -24,19 +24,12 @@ import jax
 import numpy as np
 
 from bert_jax.config import ModelConfig
-from bert_jax.convert.common import ConversionError, check_shapes, expected_shapes, unflatten
+from bert_jax.convert.common import (ConversionError, check_shapes, expected_shapes,
+                                     read_json, unflatten)
 
 CONFIG_FILE = "config.json"
 PARAMS_DIR = "params"
 CHECKPOINTS_DIR = "checkpoints"
-
-
-def _read_config(path: str) -> dict:
-  try:
-    with open(path, encoding="utf-8") as f:
-      return json.load(f)
-  except FileNotFoundError:
-    raise ConversionError(f"missing file {path}") from None
 
 
 def _model_config(d: dict, where: str) -> ModelConfig:
@@ -83,7 +76,7 @@ def _best_step(workdir: str, full: dict) -> int:
   from bert_jax.train import checkpoint as checkpoint_lib
   task_path = os.path.join(workdir, TASK_FILE)
   if os.path.isfile(task_path):
-    metric, mode = _read_config(task_path).get("best_metric", ""), "max"
+    metric, mode = read_json(task_path).get("best_metric", ""), "max"
   else:
     train = full.get("train") or {}
     metric = train.get("checkpoint_best_metric", "")
@@ -98,19 +91,30 @@ def _best_step(workdir: str, full: dict) -> int:
   return step
 
 
+def _saved_model_config(directory: str, step: int, full: dict, where: str) -> ModelConfig:
+  """The ModelConfig saved with checkpoint `step`, else config.json's `model`."""
+  from bert_jax.train import checkpoint as checkpoint_lib
+  try:
+    return checkpoint_lib.read_model_config(directory, step)
+  except (FileNotFoundError, ValueError):   # a checkpoint without a config item
+    return _model_config(full, where)
+
+
 def read_workdir(workdir: str, step: int | str | None = None):
   """-> (params, model config, tokenizer files, step, task) of a training workdir.
 
-  Params come through `checkpoint.restore_params` (the newest complete step unless
-  `step` is given; 'best' = the best-ranked one), in the per-layer layout whatever
-  `model.scan_layers` was. A fine-tuned workdir (task.json) keeps its task head
-  ('classifier') and returns its task.json; else `task` is None.
+  The one reader of a workdir: `bert_jax.convert` and `bert_jax.inference` load
+  through it. Params come through `checkpoint.restore_params` (the newest complete
+  step unless `step` is given; 'best' = the best-ranked one), in the per-layer layout
+  whatever `model.scan_layers` was; the model config is the one saved with that
+  checkpoint (config.json's for checkpoints without one). A fine-tuned workdir
+  (task.json) keeps its task head ('classifier') and returns its task.json; else
+  `task` is None.
   """
   from bert_jax.models import params as params_lib
   from bert_jax.train import checkpoint as checkpoint_lib
   where = os.path.join(workdir, CONFIG_FILE)
-  full = _read_config(where)
-  cfg = _model_config(full, where)
+  full = read_json(where)
   directory = os.path.join(workdir, CHECKPOINTS_DIR)
   if step == "best":
     step = _best_step(workdir, full)
@@ -121,11 +125,15 @@ def read_workdir(workdir: str, step: int | str | None = None):
   except FileNotFoundError as e:
     raise ConversionError(f"{directory} holds no finished checkpoint ({e})") from None
   params = params_lib.to_per_layer(params)
-  cfg = cfg.replace(scan_layers=False)
+  cfg = _saved_model_config(directory, step, full, where).replace(scan_layers=False)
   task = None
   task_path = os.path.join(workdir, TASK_FILE)
   if os.path.isfile(task_path):
-    task = _read_config(task_path)
+    task = read_json(task_path)
+    if "classifier" not in params:
+      raise ConversionError(f"checkpoint {directory}/{step} holds no task head "
+                            f"('classifier' params), but {task_path} says {workdir} is "
+                            "a fine-tuned workdir")
     head = params.pop("classifier")
     check_shapes(params, cfg, f"checkpoint {directory}/{step}")
     params["classifier"] = head
@@ -142,7 +150,7 @@ def read_workdir(workdir: str, step: int | str | None = None):
 def read_params_dir(path: str):
   """-> (params, model config, tokenizer files) of a converted-params dir."""
   where = os.path.join(path, CONFIG_FILE)
-  cfg = _model_config(_read_config(where), where)
+  cfg = _model_config(read_json(where), where)
   params = _restore_params(os.path.abspath(os.path.join(path, PARAMS_DIR)), cfg)
   return params, cfg
 

@@ -142,23 +142,16 @@ def _unpad(v: np.ndarray, rows: int, length: int) -> np.ndarray:
 
 def _load_finetune(src: source_lib.Source, step: int | None) -> Model:
   """A fine-tuning workdir: params of `checkpoints/<step>` with its task head."""
-  from bert_jax.convert import native
-  from bert_jax.models import params as params_lib
+  from bert_jax.convert import ConversionError, native
   from bert_jax.train import checkpoint as checkpoint_lib
   from bert_jax.train.finetune import make_model
-  directory = os.path.join(src.path, native.CHECKPOINTS_DIR)
-  best_step = getattr(checkpoint_lib, "best_step", None)  # lands with the trainer change
-  if step is None and src.task.get("best_metric") and best_step is not None:
-    step = best_step(directory, src.task["best_metric"], "max")  # the run's test epoch
+  if step is None and src.task.get("best_metric"):   # the run's test-prediction epoch
+    step = checkpoint_lib.best_step(os.path.join(src.path, native.CHECKPOINTS_DIR),
+                                    src.task["best_metric"], "max")
   try:
-    params = checkpoint_lib.restore_params(directory, step)
-  except FileNotFoundError as e:
+    params, cfg, _, _, _ = native.read_workdir(src.path, step)
+  except ConversionError as e:
     raise ModelError(f"fine-tuning workdir {src.path}: {e}") from None
-  params = params_lib.to_per_layer(params)
-  cfg = _finetune_model_config(src.path, directory, step)
-  if "classifier" not in params:
-    raise ModelError(f"{directory} holds no task head ('classifier' params); is "
-                     f"{src.path} a fine-tuning workdir?")
   kind = src.task["kind"]
   num_labels = int(np.shape(params["classifier"]["bias"])[-1])
   names = src.task["label_names"]
@@ -166,18 +159,3 @@ def _load_finetune(src: source_lib.Source, step: int | None) -> Model:
     raise ModelError(f"{src.path}/task.json has {len(names)} label_names but the head "
                      f"has {num_labels} labels")
   return Model(make_model(kind, cfg, num_labels), params, cfg, kind, src)
-
-
-def _finetune_model_config(workdir: str, directory: str, step: int | None):
-  """The ModelConfig saved with the checkpoint, else config.json's `model` section."""
-  from bert_jax.convert import ConversionError, native
-  from bert_jax.train import checkpoint as checkpoint_lib
-  try:
-    cfg = checkpoint_lib.read_model_config(directory, step)
-  except (FileNotFoundError, ValueError):
-    where = os.path.join(workdir, native.CONFIG_FILE)
-    try:
-      cfg = native._model_config(native._read_config(where), where)  # noqa: SLF001
-    except ConversionError as e:
-      raise ModelError(str(e)) from None
-  return cfg.replace(scan_layers=False)

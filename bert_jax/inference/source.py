@@ -16,7 +16,6 @@ pooling (`1_Pooling/config.json`), normalisation (a `Normalize` module) and
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from typing import Any
 
@@ -47,14 +46,9 @@ class Source:
             }[self.kind] + f" {self.path}"
 
 
-def _read_json(path: str) -> dict:
-  try:
-    with open(path, encoding="utf-8") as f:
-      return json.load(f)
-  except FileNotFoundError:
-    raise ModelError(f"missing file {path}") from None
-  except ValueError as e:
-    raise ModelError(f"{path} is not valid JSON: {e}") from None
+def _read_json(path: str):
+  from bert_jax.convert import common
+  return common.read_json(path, ModelError)
 
 
 def read_task(path: str) -> dict:
