@@ -68,6 +68,13 @@ def finetune_config(task: str, a, *, lr: float, epochs: float, batch: int, seq: 
   d.predict_test = True           # write test-split predictions (GLUE server format etc.)
   d.kind = "classification"       # jsonl only: classification | regression | multilabel
   d.num_labels = 2                # jsonl only: the head's number of labels
+  # Names of the head's labels, comma-separated ('negative,positive'), in label-id
+  # order; they go into the workdir's task.json, which the inference pipelines and the
+  # HF export read. jsonl: '' = the labels' own names when the files hold strings (the
+  # sorted distinct labels of data.train_file), else '0', '1', ...; when set, integer
+  # labels index it and string labels must be among it; its count must equal
+  # data.num_labels. Other tasks have their own names: '' or exactly those.
+  d.label_names = ""
   d.train_file = ""               # jsonl only: JSON-lines files
   d.eval_file = ""
   d.test_file = ""

@@ -10,7 +10,6 @@ import types
 import jax
 import numpy as np
 
-from bert_jax.config import ModelConfig
 from bert_jax.train import checkpoint
 
 NER_LABELS = ("O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC", "B-MISC",
@@ -95,31 +94,3 @@ def keyword_params(model, cfg, keyword_id: int, head: str, seed: int = 0) -> dic
   else:
     head_params["kernel"][0, :] = 1.0
   return params
-
-
-def as_finetune_workdir(workdir, config, kind: str, label_names) -> str:
-  """The self-contained layout above from a run of `finetune.train_and_evaluate`.
-
-  Until the fine-tuning job writes task.json, checkpoints/ and tokenizer/ itself, this
-  adds them from its `best_params/` and config; on a workdir that has task.json it
-  does nothing. (Recheck after the trainer change lands: then it must be a no-op.)
-  """
-  workdir = str(workdir)
-  task_path = os.path.join(workdir, "task.json")
-  if os.path.isfile(task_path):   # written by the job; a jsonl task's labels are unnamed
-    with open(task_path, encoding="utf-8") as f:
-      task = json.load(f)
-    task["label_names"] = list(label_names)
-    with open(task_path, "w", encoding="utf-8") as f:
-      json.dump(task, f)
-    return workdir
-  import orbax.checkpoint as ocp
-  with ocp.StandardCheckpointer() as saver:
-    params = saver.restore(os.path.join(os.path.abspath(workdir), "best_params"))
-  params = jax.tree_util.tree_map(np.asarray, params)
-  d = config.data
-  task = {"task": d.task, "kind": kind, "label_names": list(label_names),
-          "max_seq_length": d.max_seq_length, "doc_stride": d.doc_stride,
-          "max_query_length": d.max_query_length, "lowercase": d.lowercase}
-  return write_finetune_workdir(workdir, params, ModelConfig.from_config(config.model),
-                                task, d.vocab_path)

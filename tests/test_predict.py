@@ -12,7 +12,6 @@ import pytest
 from bert_jax import inference
 from bert_jax.train import finetune
 from configs import finetune_common, finetune_glue, finetune_ner, finetune_squad
-from tests import inference_helpers as helpers
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MINILM = finetune_common.minilm_dir()
@@ -72,9 +71,9 @@ def test_classifier_from_its_workdir_predicts_its_own_test_file(tmp_path):
   c.data.eval_file = write_jsonl(tmp_path / "eval.jsonl", sentiment_rows(16, 1))
   test_rows = sentiment_rows(24, 2)
   c.data.test_file = write_jsonl(tmp_path / "test.jsonl", test_rows)
+  c.data.label_names = "negative,positive"   # the integer labels' names
   workdir = str(tmp_path / "run")
   finetune.train_and_evaluate(c, workdir)
-  helpers.as_finetune_workdir(workdir, c, "classification", ["negative", "positive"])
   with open(os.path.join(workdir, "predictions/test/test_predictions.jsonl")) as f:
     run_preds = [json.loads(line)["prediction"] for line in f]
 
@@ -93,6 +92,7 @@ def test_classifier_from_its_workdir_predicts_its_own_test_file(tmp_path):
                          "--task=classify", f"--input={inp}", f"--output={out}"],
                         cwd=REPO, capture_output=True, text=True, timeout=600)
   assert proc.returncode == 0, proc.stderr[-2000:]
+  assert "Metadata file does not exist" not in proc.stderr   # orbax read the step right
   lines = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
   assert [(x["id"], x["label"]) for x in lines] == [
       (r["idx"], g["label"]) for r, g in zip(test_rows[:6], got[:6])]
@@ -123,7 +123,6 @@ def test_tagger_from_its_workdir_finds_its_own_entities(tmp_path):
   c.data.source, c.data.data_dir = "local", str(data)
   workdir = str(tmp_path / "run")
   finetune.train_and_evaluate(c, workdir)
-  helpers.as_finetune_workdir(workdir, c, "token", helpers.NER_LABELS)
   sentences = [s for s in (tmp_path / "run/predictions/test/test.conll").read_text()
                .split("\n\n") if s.strip()]
   words = [[line.split()[0] for line in s.splitlines()] for s in sentences]
@@ -164,7 +163,6 @@ def test_qa_model_from_its_workdir_gives_its_own_answers(tmp_path):
   c.data.source, c.data.data_dir, c.data.max_query_length = "local", str(data), 8
   workdir = str(tmp_path / "run")
   finetune.train_and_evaluate(c, workdir)
-  helpers.as_finetune_workdir(workdir, c, "span", [])
   with open(os.path.join(workdir, "predictions/epoch_1/validation/predictions.json")) as f:
     run_answers = json.load(f)
   from bert_jax.data.tasks import squad

@@ -142,6 +142,74 @@ def test_jsonl_task_reads_its_files_with_the_default_source(tmp_path):
   assert [ex["label"] for ex in task.load("train")] == [1, 0]
 
 
+def test_jsonl_label_names_from_the_config_or_from_string_labels(tmp_path):
+  from bert_jax.data import tasks  # pylint: disable=g-import-not-at-top
+  tok = common.WordPiece(VOCAB)
+  train, dev, test = (tmp_path / f"{s}.jsonl" for s in ("train", "dev", "test"))
+  lines = lambda labels: "".join(  # noqa: E731
+      json.dumps({"text_a": f"text {i}", "label": v}) + "\n" for i, v in enumerate(labels))
+  train.write_text(lines(["pos", "neg", "neutral", "pos"]))
+  dev.write_text(lines(["neutral", "pos"]))
+  test.write_text(lines([None, "unseen"]))   # test labels are not read
+  files = dict(task="jsonl", train_file=str(train), eval_file=str(dev),
+               test_file=str(test), num_labels=3)
+
+  # string labels, no names: the sorted distinct train labels name them, even when
+  # the eval split is read first
+  task = tasks.get_task(_finetune_config("mrpc", **files).data, tok)
+  assert [ex["label"] for ex in task.load("validation")] == [1, 2]
+  assert [ex["label"] for ex in task.load("train")] == [2, 0, 1, 2]
+  assert task.label_names() == ["neg", "neutral", "pos"]
+  assert len(task.load("test")) == 2
+  # configured names: string labels by name, integer labels by index
+  named = _finetune_config("mrpc", **files, label_names="pos, neutral,neg")
+  task = tasks.get_task(named.data, tok)
+  assert [ex["label"] for ex in task.load("train")] == [0, 2, 1, 0]
+  assert task.label_names() == ["pos", "neutral", "neg"]
+  train.write_text(lines([0, 2, 1]))
+  assert [ex["label"] for ex in tasks.get_task(named.data, tok).load("train")] == [0, 2, 1]
+  assert tasks.get_task(_finetune_config("mrpc", **files).data, tok).label_names() == [
+      "0", "1", "2"]
+
+  errors = [  # (config, split, error)
+      (dict(files, label_names="a,b"), None,
+       r"data.label_names='a,b' has 2 labels \['a', 'b'\] but config field "
+       r"data.num_labels=3"),
+      (dict(files, label_names="a,a,b"), None, r"data.label_names='a,a,b': expected "
+       "distinct"),
+      (dict(files, kind="regression", label_names="a"), None,
+       r"regression task has no label names"),
+      (dict(files, label_names="pos,neg,other"), "validation",
+       r"dev.jsonl example 0 \(idx 0\) has label 'neutral', which is not one of the "
+       r"label names \['pos', 'neg', 'other'\]"),
+      (dict(files, num_labels=2), "train",
+       r"data.train_file='.*train.jsonl' \(string labels, data.label_names unset\) has "
+       r"3 labels \['neg', 'neutral', 'pos'\] but config field data.num_labels=2"),
+      (dict(task="sst2", label_names="neg,pos"), None,
+       r"data.label_names='neg,pos': task sst2 names its labels \['negative', "
+       r"'positive'\]; expected ''"),
+  ]
+  train.write_text(lines(["pos", "neg", "neutral"]))
+  for fields, split, error in errors:
+    with pytest.raises(ValueError, match=error):
+      tasks.get_task(_finetune_config("mrpc", **fields).data, tok).load(split)
+  train.write_text(lines(["pos", "neg", "neutral", 1]))
+  with pytest.raises(ValueError, match=r"train.jsonl mixes string and numeric labels"):
+    tasks.get_task(_finetune_config("mrpc", **files).data, tok).load("train")
+  assert [ex["label"] for ex in tasks.get_task(named.data, tok).load("train")] == [
+      0, 2, 1, 1]   # with names, numbers index them
+  train.write_text(lines([0, 1, 2]))
+  with pytest.raises(ValueError, match=r"dev.jsonl has string labels but config field "
+                     r"data.train_file='.*train.jsonl' has numbers"):
+    tasks.get_task(_finetune_config("mrpc", **files).data, tok).load("validation")
+  train.write_text(lines([["pos", "neg"], [], ["neutral"]]))   # multi-label
+  task = tasks.get_task(_finetune_config("mrpc", **files, kind="multilabel").data, tok)
+  assert [ex["label"] for ex in task.load("train")] == [[2, 0], [], [1]]
+  assert tasks.get_task(_finetune_config(  # a task's own names are allowed
+      "sst2", label_names="negative,positive").data, tok).label_names() == [
+          "negative", "positive"]
+
+
 def test_missing_tfds_dataset_fails_at_once_naming_local_files(tmp_path, monkeypatch):
   import socket  # pylint: disable=g-import-not-at-top
 

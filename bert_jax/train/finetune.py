@@ -187,14 +187,6 @@ SHAPE_FIELDS = ("vocab_size", "hidden_size", "num_layers", "num_heads", "interme
                 "layer_norm_eps")
 
 
-def _read_json(path: str, what: str) -> dict:
-  try:
-    with open(path, encoding="utf-8") as f:
-      return json.load(f)
-  except FileNotFoundError:
-    raise FileNotFoundError(f"{what}: no {path}") from None
-
-
 def source_model_fields(workdir: str) -> dict:
   """The architecture fields saved with a bert_jax workdir's newest checkpoint."""
   from bert_jax.train import checkpoint as checkpoint_lib
@@ -219,14 +211,15 @@ def load_bert_jax_workdir(workdir: str) -> dict:
 def source_tokenizer(workdir: str, d):
   """(tokenizer, path) a bert_jax workdir used: a fine-tuned one's task.json, a
   pretraining run's data.tokenizer_path, or the SentencePiece model it trained."""
+  from bert_jax.convert.common import read_json
   from bert_jax.data import tokenizers
   task_file = os.path.join(workdir, TASK_FILE)
   if os.path.isfile(task_file):
-    task = _read_json(task_file, f"init.checkpoint=bert_jax:{workdir}")
+    task = read_json(task_file, ValueError, f"init.checkpoint=bert_jax:{workdir}")
     path, lowercase = os.path.join(workdir, task["tokenizer"]), task["lowercase"]
   else:
-    saved = _read_json(os.path.join(workdir, "config.json"),
-                       f"init.checkpoint=bert_jax:{workdir}")
+    saved = read_json(os.path.join(workdir, "config.json"), ValueError,
+                      f"init.checkpoint=bert_jax:{workdir}")
     path = (saved.get("data") or {}).get("tokenizer_path") or os.path.join(
         workdir, "tokenizer", "spm.model")
     lowercase = d.lowercase
@@ -365,22 +358,10 @@ TASK_FILE = "task.json"
 RESULTS_FILE = "results.json"
 
 
-def label_names(task) -> list[str]:
-  """Names of the head's outputs, in order ([] for regression and spans)."""
-  if task.kind in ("regression", "span"):
-    return []
-  if task.kind == "token":
-    from bert_jax.data.tasks import ner
-    return list(ner.LABELS)
-  spec = getattr(task, "spec", None)
-  return list(spec.label_names) if spec is not None else [
-      str(i) for i in range(task.num_labels)]
-
-
 def task_description(task, d, tokenizer_file: str, best_metric: str) -> dict:
   """`task.json`: what a fine-tuned workdir needs to be used without the training
   config and data (the inference side reads exactly these keys)."""
-  return {"task": task.name, "kind": task.kind, "label_names": label_names(task),
+  return {"task": task.name, "kind": task.kind, "label_names": task.label_names(),
           "max_seq_length": d.max_seq_length, "doc_stride": d.doc_stride,
           "max_query_length": d.max_query_length,
           "lowercase": bool(d.lowercase) and not tokenizer_file.endswith(".model"),

@@ -12,7 +12,9 @@
 
 Task names: the GLUE tasks (`cola sst2 mrpc stsb qqp mnli qnli rte wnli ax`),
 `squad_v1.1`, `squad_v2.0`, `conll2003`, and `jsonl` (your own sentence(-pair) task
-from JSON-lines files; `data.kind` and `data.num_labels` say what the labels are).
+from JSON-lines files; `data.kind` and `data.num_labels` say what the labels are,
+`data.label_names` what they are called). `label_names()` are the names of the head's
+outputs, which the fine-tuned workdir's task.json keeps.
 """
 
 from __future__ import annotations
@@ -38,6 +40,10 @@ class Task:
 
   def __init__(self, name, d, tok):
     self.name, self.d, self.tok = name, d, tok
+
+  def label_names(self) -> list[str]:
+    """Names of the head's outputs, in label-id order ([] for regression and spans)."""
+    return []
 
   def load(self, split: str) -> list[dict]:
     if self.d.source not in ("tfds", "local"):
@@ -72,6 +78,13 @@ class SequenceTask(Task):
                          f"{classification.KINDS}")
       if self.kind == "regression":
         self.num_labels = 1
+      # None: named after the train file's string labels, or '0', '1', ... (integers)
+      self._names = classification.parse_label_names(d.get("label_names", "")) or None
+      if self._names and self.kind == "regression":
+        raise ValueError(f"config field data.label_names={d.label_names!r}: a "
+                         "regression task has no label names; expected ''")
+      if self._names:
+        self._check_count(f"config field data.label_names={d.label_names!r}")
       self.eval_splits = ("validation",)
       self.test_splits = ("test",) if d.test_file else ()
     else:
@@ -89,6 +102,21 @@ class SequenceTask(Task):
       return ax.load("test")
     return super().load(split)
 
+  def _check_count(self, source: str) -> None:
+    n = len(self._names)
+    if n != self.num_labels:
+      raise ValueError(f"{source} has {n} labels {self._names} but config field "
+                       f"data.num_labels={self.num_labels}; expected as many")
+
+  def label_names(self) -> list[str]:
+    if self.spec is not None:
+      return list(self.spec.label_names)
+    if self.kind == "regression":
+      return []
+    if self._names is None:   # integer labels (or, before loading, not known yet)
+      return [str(i) for i in range(self.num_labels)]
+    return list(self._names)
+
   def from_record(self, r, i):
     return glue.from_tfds_record(self.spec, r)
 
@@ -99,8 +127,29 @@ class SequenceTask(Task):
       if not files.get(split):
         raise ValueError(f"task jsonl split {split!r} needs config field "
                          f"data.{'eval' if split == 'validation' else split}_file")
-      return classification.load_jsonl(files[split])
+      examples = classification.load_jsonl(files[split])
+      if self.kind == "regression" or not self.labelled(split):
+        return examples
+      return self._named_labels(examples, split, files[split])
     return glue.load_tsv(self.spec, self.d.data_dir, split)
+
+  def _named_labels(self, examples, split, path):
+    """String labels -> their ids: by `data.label_names`, else by the train file's."""
+    if self._names is None:
+      strings = classification.string_labels(examples, self.kind, path)
+      if not strings:
+        return examples
+      if split == self.train_split:
+        self._names = strings
+        self._check_count(f"config field data.train_file={path!r} (string labels, "
+                          "data.label_names unset)")
+      else:
+        self.load(self.train_split)   # names the labels
+        if self._names is None:
+          raise ValueError(f"{path} has string labels but config field data.train_file="
+                           f"{self.d.train_file!r} has numbers; name the labels with "
+                           "config field data.label_names")
+    return classification.label_ids(examples, self._names, self.kind, path)
 
   def labelled(self, split):
     return not glue.is_test_split(split)
@@ -195,6 +244,9 @@ class NerTask(Task):
   test_splits = ("test",)
   tfds_name = "conll2003"
 
+  def label_names(self):
+    return list(ner.LABELS)
+
   def from_record(self, r, i):
     return ner.from_tfds_record(r, i)
 
@@ -217,12 +269,22 @@ def get_task(d, tok) -> Task:
   """The task named by config field `data.task`."""
   name = d.task
   if name in glue.TASKS or name == "jsonl":
-    return SequenceTask(name, d, tok)
-  if name in ("squad_v1.1", "squad_v2.0"):
-    return SquadTask(name, d, tok)
-  if name == "conll2003":
-    return NerTask(name, d, tok)
+    task = SequenceTask(name, d, tok)
+  elif name in ("squad_v1.1", "squad_v2.0"):
+    task = SquadTask(name, d, tok)
+  elif name == "conll2003":
+    task = NerTask(name, d, tok)
+  else:
+    raise _unknown_task(name)
+  configured = classification.parse_label_names(d.get("label_names", ""))
+  if name != "jsonl" and configured and configured != task.label_names():
+    raise ValueError(f"config field data.label_names={d.label_names!r}: task {name} "
+                     f"names its labels {task.label_names()}; expected '' (or those)")
+  return task
+
+
+def _unknown_task(name) -> ValueError:
   import difflib
   close = difflib.get_close_matches(name, TASK_NAMES)
   hint = f" (did you mean {close[0]!r}?)" if close else ""
-  raise ValueError(f"config field data.task={name!r} is not one of {TASK_NAMES}{hint}")
+  return ValueError(f"config field data.task={name!r} is not one of {TASK_NAMES}{hint}")

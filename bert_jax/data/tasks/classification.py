@@ -2,7 +2,8 @@
 
 An example is `{'text_a', 'text_b' (or None), 'label', 'idx'}`; the label is an int
 (classification), a float (regression) or a list of ints (multi-label, the labels that
-apply). Kinds: 'classification' | 'regression' | 'multilabel'.
+apply). Kinds: 'classification' | 'regression' | 'multilabel'. JSON-lines files may
+name their labels instead (strings): `label_ids` maps names onto ids.
 
 Inputs longer than `max_seq_length` become several windows (`windows.py`): the longer
 segment is windowed `stride` pieces apart, the shorter one is kept whole in each window
@@ -109,8 +110,58 @@ def predictions(logits: np.ndarray, kind: str) -> np.ndarray:
   return np.argmax(logits, axis=-1)
 
 
+def parse_label_names(value, field: str = "data.label_names") -> list[str]:
+  """Config field `data.label_names` ('a,b,c' or a sequence of names) -> names."""
+  names = value.split(",") if isinstance(value, str) else list(value or ())
+  names = [str(n).strip() for n in names] if names != [""] else []
+  if "" in names or len(set(names)) != len(names):
+    raise ValueError(f"config field {field}={value!r}: expected distinct non-empty "
+                     "comma-separated names")
+  return names
+
+
+def string_labels(examples: Sequence[dict], kind: str, where: str) -> list[str]:
+  """The sorted distinct labels of `examples` when they are strings, else [].
+
+  Labels that mix strings and numbers have no names of their own: an error.
+  """
+  values = [v for ex in examples if ex["label"] is not None
+            for v in (ex["label"] if kind == "multilabel" else [ex["label"]])]
+  strings = {v for v in values if isinstance(v, str)}
+  if strings and any(not isinstance(v, str) for v in values):
+    raise ValueError(f"{where} mixes string and numeric labels; use one or the other, "
+                     "or name the labels with config field data.label_names (numbers "
+                     "index it)")
+  return sorted(strings)
+
+
+def label_ids(examples: Sequence[dict], names: Sequence[str], kind: str,
+              where: str) -> list[dict]:
+  """Examples whose string labels are replaced by their index in `names` (numbers
+  are kept: `check_label` checks them against the head)."""
+  index = {n: i for i, n in enumerate(names)}
+
+  def to_id(v, i, ex):
+    if not isinstance(v, str):
+      return v
+    if v not in index:
+      raise ValueError(f"{where} example {i} (idx {ex.get('idx')}) has label {v!r}, "
+                       f"which is not one of the label names {list(names)}")
+    return index[v]
+
+  out = []
+  for i, ex in enumerate(examples):
+    label = ex["label"]
+    if label is not None:
+      label = ([to_id(v, i, ex) for v in label] if kind == "multilabel"
+               else to_id(label, i, ex))
+    out.append({**ex, "label": label})
+  return out
+
+
 def load_jsonl(path: str) -> list[dict]:
-  """One JSON object per line: {'text_a', 'text_b'?, 'label', 'idx'?}."""
+  """One JSON object per line: {'text_a', 'text_b'?, 'label', 'idx'?}; a label is a
+  number, a string (a label name) or, for multi-label tasks, a list of either."""
   out = []
   with open(path, encoding="utf-8") as f:
     for n, line in enumerate(f):
