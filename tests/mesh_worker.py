@@ -11,7 +11,7 @@ from `addressable_shards`.
 `python -m tests.mesh_worker switches` instead trains every combination in
 SWITCH_COMBOS (together they set every architecture switch to every non-default
 value, in both layouts) for SWITCH_STEPS steps on the (2, 2, 2) mesh and reports the
-losses; SWITCH_REFERENCE (the untied decoder next to factorised embeddings, the
+losses; SWITCH_REFERENCE (the untied decoder next to factorised embeddings, and fused QKV, the
 sharding the tied decoder once got wrong) also runs on one device for comparison. A
 one-device run of every combination would double the test's time.
 """
@@ -83,11 +83,12 @@ def shard_report(tree) -> dict:
 SWITCH_COMBOS = {
     "pre_rms_rotary_geglu_nobias_share_attention": dict(
         norm_placement="pre", norm_type="rmsnorm", position_embedding="rotary",
-        hidden_act="geglu", use_bias=False, share_layers="attention", scan_layers=True),
+        hidden_act="geglu", use_bias=False, share_layers="attention", scan_layers=True,
+        fused_qkv=True),
     "nopos_swiglu_untied_factorised_share_ffn_depth_init": dict(
         position_embedding="none", hidden_act="swiglu", tie_word_embeddings=False,
         embedding_size=16, share_layers="ffn", init_scheme="depth_scaled",
-        scan_layers=False),
+        scan_layers=False, fused_qkv=True),
     "relu_share_all_qk_norm": dict(hidden_act="relu", share_layers="all", qk_norm=True,
                                    scan_layers=True),
     "gelu_new_untied_factorised_per_layer": dict(

@@ -29,6 +29,7 @@ SWITCH_VALUES = [
     ("hidden_act", "swiglu"), ("use_bias", False), ("tie_word_embeddings", False),
     ("embedding_size", E), ("share_layers", "all"), ("share_layers", "attention"),
     ("share_layers", "ffn"), ("init_scheme", "depth_scaled"), ("qk_norm", True),
+    ("fused_qkv", True),   # a speed option, not an architecture: same count, same loss
 ]
 IDS = [f"{k}={v}" for k, v in SWITCH_VALUES]
 
