@@ -11,8 +11,9 @@ from `addressable_shards`.
 `python -m tests.mesh_worker switches` instead trains every combination in
 SWITCH_COMBOS (together they set every architecture switch to every non-default
 value, in both layouts) for SWITCH_STEPS steps on the (2, 2, 2) mesh and reports the
-losses; SWITCH_REFERENCE (the untied decoder next to factorised embeddings, and fused QKV, the
-sharding the tied decoder once got wrong) also runs on one device for comparison. A
+losses; SWITCH_REFERENCE (the untied decoder next to factorised embeddings, the
+sharding the tied decoder once got wrong; and fused QKV) also runs on one device for
+comparison. A
 one-device run of every combination would double the test's time.
 """
 import json
