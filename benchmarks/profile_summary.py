@@ -15,6 +15,14 @@ count as device operations:
 Self time = an event's duration minus that of the events nested inside it on the
 same thread. `--group=category` sums by HLO category (the name before the first
 '.' or '_': fusion, convolution, dot, copy, ...).
+
+With `--hlo=DIR`, the optimized HLO that XLA dumped while compiling the step (run it
+with `XLA_FLAGS="--xla_dump_to=DIR --xla_dump_hlo_as_text"`; `side_by_side.py
+--profile` does this for the row it traces), each operation is traced back to the model
+code that made it, through the `op_name` metadata JAX writes on every instruction:
+`--group=source` sums by forward/backward/optimizer + Flax module path + primitive
+('bwd bert/encoder/layer_*/attention/query/dot_general'), `--group=module` by
+forward/backward/optimizer + module path, every layer folded into `layer_*`.
 """
 
 from __future__ import annotations
@@ -110,11 +118,61 @@ def category(name: str) -> str:
   return re.split(r"[._]", name, maxsplit=1)[0] or name
 
 
-def summarize(path: str, top: int = 25, group: str = "op") -> list[str]:
-  """The markdown table lines: top-N operations (or categories) by self time."""
+HLO_INSTRUCTION = re.compile(r"^\s*(?:ROOT )?%?([\w.\-]+) = .*metadata=\{[^}]*op_name=\"([^\"]*)\"")
+
+
+def load_op_names(hlo_path: str) -> dict[str, str]:
+  """HLO instruction name -> JAX `op_name`, from XLA's `*after_optimizations.txt` dumps
+  (a file, or the newest such file of each module under a directory)."""
+  files = [hlo_path]
+  if os.path.isdir(hlo_path):
+    newest: dict[str, str] = {}
+    for f in sorted(glob.glob(os.path.join(hlo_path, "**", "*after_optimizations.txt"),
+                              recursive=True), key=os.path.getmtime):
+      newest[os.path.basename(f).split(".", 1)[-1]] = f   # per module name and stage
+    files = list(newest.values())
+  if not files:
+    raise SystemExit(f"no *after_optimizations.txt under {hlo_path}")
+  names = {}
+  for f in files:
+    with open(f, encoding="utf-8") as lines:
+      for line in lines:
+        m = HLO_INSTRUCTION.match(line)
+        if m:
+          names[m.group(1)] = m.group(2)
+  return names
+
+
+def source_key(op_name: str, with_primitive: bool = True) -> str:
+  """'jit(train_step)/transpose(jvp(BertForPreTraining))/bert/encoder/layer_3/attention/
+  query/dot_general' -> 'bwd bert/encoder/layer_*/attention/query/dot_general'.
+
+  fwd: under `jax.grad`'s forward (jvp), bwd: its transpose, opt: outside the gradient
+  (the optimizer update, metrics).
+  """
+  direction = ("bwd" if "transpose(" in op_name else "fwd" if "jvp(" in op_name
+               else "opt")
+  parts = [p.replace("\\'", "'") for p in op_name.split("/") if "(" not in p]
+  if not with_primitive and len(parts) > 1:
+    parts = parts[:-1]
+  path = re.sub(r"layer_\d+", "layer_*", "/".join(parts))
+  return f"{direction} {path or op_name}"
+
+
+def summarize(path: str, top: int = 25, group: str = "op", hlo: str = "") -> list[str]:
+  """The markdown table lines: top-N operations (or categories, or model sources with
+  `hlo`) by self time."""
   trace_path = find_trace(path)
   events, processes, threads = load_events(trace_path)
   ops, where = device_events(events, processes, threads)
+  op_names = load_op_names(hlo) if hlo else {}
+  if group in ("source", "module"):
+    if not op_names:
+      raise SystemExit(f"--group={group} needs --hlo (XLA's dumped HLO of the step)")
+    for e in ops:   # the HLO instruction the event ran, as the profiler recorded it
+      op = e.get("args", {}).get("hlo_op", e["name"])
+      e["name"] = (source_key(op_names[op], group == "source") if op in op_names
+                   else f"(no op_name) {category(op)}")
   totals, counts = collections.Counter(), collections.Counter()
   for name, own in self_times(ops):
     key = category(name) if group == "category" else name
@@ -134,9 +192,11 @@ def main():
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   p.add_argument("trace", help="a profile directory (WORKDIR/profile) or a trace file")
   p.add_argument("--top", type=int, default=25)
-  p.add_argument("--group", default="op", choices=("op", "category"))
+  p.add_argument("--group", default="op", choices=("op", "category", "source", "module"))
+  p.add_argument("--hlo", default="", help="XLA's HLO dump of the step (--xla_dump_to), "
+                 "for --group=source/module")
   a = p.parse_args()
-  print("\n".join(summarize(a.trace, a.top, a.group)))
+  print("\n".join(summarize(a.trace, a.top, a.group, a.hlo)))
   return 0
 
 

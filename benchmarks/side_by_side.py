@@ -276,7 +276,8 @@ def worker_main(spec: dict) -> None:
 class Worker:
   """One implementation in its own process."""
 
-  def __init__(self, impl: str, variant: str, shape: Shape, args, log_dir: str):
+  def __init__(self, impl: str, variant: str, shape: Shape, args, log_dir: str,
+               traced: bool = False):
     self.label = f"bert_jax {variant}" if impl == "bert_jax" else impl
     self.seconds: list[float] = []      # wall time per step, one per round
     self.cpu_seconds: list[float] = []  # this process's CPU time per step
@@ -285,11 +286,18 @@ class Worker:
     self.profile_lines: list[str] = []
     spec = dict(impl=impl, variant=variant, shape=dataclasses.asdict(shape),
                 steps=args.steps, warmup=args.warmup)
-    if args.profile and impl == "bert_jax":
+    self.traced = bool(args.profile) and impl == "bert_jax" and traced
+    env = dict(os.environ)
+    if self.traced:
       spec["profile_dir"] = os.path.join(
           args.profile, f"{variant.replace('+', '_').replace('/', '_')}_L{shape.layers}"
           f"_s{shape.seq}")
-    env = dict(os.environ)
+      # XLA's optimized HLO of the step: its op_name metadata ties each traced op to
+      # the model code (profile_summary --group=source). Dumping changes no program.
+      self.hlo_dir = os.path.join(spec["profile_dir"], "hlo")
+      env["XLA_FLAGS"] = (f"{env.get('XLA_FLAGS', '')} --xla_dump_to={self.hlo_dir} "
+                          "--xla_dump_hlo_as_text --xla_dump_hlo_module_re=.*train_step.*"
+                          ).strip()
     settings = variant_parts(variant)[2] if impl == "bert_jax" else {}
     if "xla" in settings:
       env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} {XLA_FLAG_SETS[settings['xla']]}".strip()
@@ -334,7 +342,7 @@ class Worker:
 
   def profile(self) -> list[str]:
     """One traced round (after the timed ones); the summary of its top operations."""
-    if self.error or self.label.split()[0] != "bert_jax":
+    if self.error or not self.traced:
       return []
     self.proc.stdin.write("profile\n")
     self.proc.stdin.flush()
@@ -344,6 +352,8 @@ class Worker:
     import profile_summary
     return [f"**profile of {self.label}** ({self.info['device']})", "",
             *profile_summary.summarize(directory, top=15, group="category"), "",
+            *profile_summary.summarize(directory, 20, "module", self.hlo_dir)[3:], "",
+            *profile_summary.summarize(directory, 25, "source", self.hlo_dir)[3:], "",
             *profile_summary.summarize(directory, top=15)[3:], ""]
 
   def close(self) -> None:
@@ -361,14 +371,15 @@ def run_shape(shape: Shape, variants: str, args, log_dir: str) -> list[Worker]:
   specs += [(i, "") for i in args.impls.split(",") if i != "bert_jax"]
 
   def finish(w: Worker) -> None:
-    if args.profile and (args.profile_all or w is workers[0]):  # the first bert_jax row
+    if w.traced:
       w.profile_lines = w.profile()
     w.close()
 
   workers = []
   if args.interleave:
     for impl, variant in specs:  # one at a time: compile times are not perturbed
-      workers.append(Worker(impl, variant, shape, args, log_dir))
+      workers.append(Worker(impl, variant, shape, args, log_dir,
+                            traced=args.profile_all or not workers))
       workers[-1].wait_ready()
     for r in range(args.rounds):
       for w in (workers if r % 2 == 0 else workers[::-1]):
@@ -377,7 +388,8 @@ def run_shape(shape: Shape, variants: str, args, log_dir: str) -> list[Worker]:
       finish(w)
   else:
     for impl, variant in specs:
-      workers.append(Worker(impl, variant, shape, args, log_dir))
+      workers.append(Worker(impl, variant, shape, args, log_dir,
+                            traced=args.profile_all or not workers))
       workers[-1].wait_ready()
       for _ in range(args.rounds):
         workers[-1].run_round()

@@ -43,3 +43,48 @@ def test_profiled_steps_leave_a_trace_that_the_summary_reads(tmp_path):
 def test_bad_profile_steps_name_the_field(spec):
   with pytest.raises(ValueError, match="train.profile_steps"):
     profiling.parse_steps(spec)
+
+
+TRACED_STEP = """
+import sys
+import flax.linen as nn, jax, jax.numpy as jnp
+from bert_jax.train import profiling
+class Mlp(nn.Module):
+  @nn.compact
+  def __call__(self, x):
+    return nn.Dense(256, name="down")(nn.relu(nn.Dense(256, name="up")(x)))
+model = Mlp()
+x = jnp.ones((512, 256))
+params = model.init(jax.random.PRNGKey(0), x)
+
+@jax.jit
+def train_step(p):
+  g = jax.grad(lambda p: (model.apply(p, x) ** 2).mean())(p)
+  return jax.tree_util.tree_map(lambda a, b: a - 0.1 * b, p, g)
+
+params = train_step(params)   # compiled before the traced steps
+profiler = profiling.StepProfiler(sys.argv[1], "1,2")
+for step in (1, 2):
+  profiler.step_start(step)
+  params = train_step(params)
+  profiler.step_end(step, params)
+"""
+
+
+def test_summary_ties_traced_ops_to_the_model_code(tmp_path):
+  """With XLA's HLO dump, --group=source names forward/backward and the Flax module."""
+  hlo = str(tmp_path / "hlo")
+  env = {**os.environ, "JAX_PLATFORMS": "cpu",
+         "XLA_FLAGS": f"--xla_dump_to={hlo} --xla_dump_hlo_as_text"}
+  subprocess.run([sys.executable, "-c", TRACED_STEP, str(tmp_path / "w")], env=env,
+                 cwd=REPO, check=True, capture_output=True, timeout=300)
+  out = subprocess.run(
+      [sys.executable, os.path.join(REPO, "benchmarks", "profile_summary.py"),
+       str(tmp_path / "w"), "--group=source", f"--hlo={hlo}", "--top=50"],
+      capture_output=True, text=True, check=True, cwd=REPO).stdout
+  keys = {line.split("|")[1].strip() for line in out.splitlines() if line.startswith("| ")}
+  for key in ("fwd up/dot_general", "fwd down/dot_general", "bwd down/dot_general"):
+    assert key in keys, out
+  # up's weight gradient: a dot whose fused output XLA names by its transpose.
+  assert any(k.startswith("bwd up/") for k in keys), out
+  assert any(k.startswith("opt ") for k in keys), out   # the update, outside jax.grad
