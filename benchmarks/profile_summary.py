@@ -140,6 +140,8 @@ def load_op_names(hlo_path: str) -> dict[str, str]:
         m = HLO_INSTRUCTION.match(line)
         if m:
           names[m.group(1)] = m.group(2)
+  # GPU kernels may be named after their instruction with '_' for '.' (loop_fusion_3).
+  names.update({k.replace(".", "_"): v for k, v in names.items() if "." in k})
   return names
 
 
@@ -171,6 +173,7 @@ def summarize(path: str, top: int = 25, group: str = "op", hlo: str = "") -> lis
       raise SystemExit(f"--group={group} needs --hlo (XLA's dumped HLO of the step)")
     for e in ops:   # the HLO instruction the event ran, as the profiler recorded it
       op = e.get("args", {}).get("hlo_op", e["name"])
+      op = op if op in op_names else op.replace(".", "_")
       e["name"] = (source_key(op_names[op], group == "source") if op in op_names
                    else f"(no op_name) {category(op)}")
   totals, counts = collections.Counter(), collections.Counter()
