@@ -121,9 +121,12 @@ def category(name: str) -> str:
 HLO_INSTRUCTION = re.compile(r"^\s*(?:ROOT )?%?([\w.\-]+) = .*metadata=\{[^}]*op_name=\"([^\"]*)\"")
 
 
-def load_op_names(hlo_path: str) -> dict[str, str]:
-  """HLO instruction name -> JAX `op_name`, from XLA's `*after_optimizations.txt` dumps
-  (a file, or the newest such file of each module under a directory)."""
+def load_op_names(hlo_path: str) -> dict[tuple[str, str], str]:
+  """(HLO module, instruction name) -> JAX `op_name`, from XLA's
+  `*after_optimizations.txt` dumps (a file, or the newest such file of each module
+  under a directory); module '' holds every instruction too, for events that do not
+  name their module. GPU kernels may be named after their instruction with '_' for
+  '.' (loop_fusion_3): both spellings are keys."""
   files = [hlo_path]
   if os.path.isdir(hlo_path):
     newest: dict[str, str] = {}
@@ -135,13 +138,14 @@ def load_op_names(hlo_path: str) -> dict[str, str]:
     raise SystemExit(f"no *after_optimizations.txt under {hlo_path}")
   names = {}
   for f in files:
+    module = os.path.basename(f).split(".")[1] if os.path.basename(f).startswith(
+        "module_") else ""
     with open(f, encoding="utf-8") as lines:
       for line in lines:
         m = HLO_INSTRUCTION.match(line)
         if m:
-          names[m.group(1)] = m.group(2)
-  # GPU kernels may be named after their instruction with '_' for '.' (loop_fusion_3).
-  names.update({k.replace(".", "_"): v for k, v in names.items() if "." in k})
+          for op in {m.group(1), m.group(1).replace(".", "_")}:
+            names[(module, op)] = names[("", op)] = m.group(2)
   return names
 
 
@@ -172,9 +176,10 @@ def summarize(path: str, top: int = 25, group: str = "op", hlo: str = "") -> lis
     if not op_names:
       raise SystemExit(f"--group={group} needs --hlo (XLA's dumped HLO of the step)")
     for e in ops:   # the HLO instruction the event ran, as the profiler recorded it
-      op = e.get("args", {}).get("hlo_op", e["name"])
-      op = op if op in op_names else op.replace(".", "_")
-      e["name"] = (source_key(op_names[op], group == "source") if op in op_names
+      args = e.get("args", {})
+      op = args.get("hlo_op", e["name"])
+      op_name = op_names.get((args.get("hlo_module", ""), op)) or op_names.get(("", op))
+      e["name"] = (source_key(op_name, group == "source") if op_name
                    else f"(no op_name) {category(op)}")
   totals, counts = collections.Counter(), collections.Counter()
   for name, own in self_times(ops):
