@@ -241,6 +241,28 @@ def _segments(ids, mask):
   return tokens, seps
 
 
+def test_nsp_label_is_the_original_is_random_next():
+  """google-research/bert's `is_random_next`: label 0 = B is the text that follows A
+  in A's document, 1 = B is a run of another document. Documents shorter than the
+  length leave continuation pairs untruncated, so "follows" is exact."""
+  docs = _unique_token_corpus()
+  ex = _examples(docs, max_seq_length=512, short_seq_prob=0.0, dupe_factor=4)
+  labels = ex["next_sentence_label"]
+  assert 0.4 < labels.mean() < 0.7 and (labels == 0).sum() > 20
+  doc_of = {t: d for d, doc in enumerate(docs) for s in doc for t in s}
+  for ids, mask, label, doc in zip(ex["input_ids"], ex["attention_mask"], labels,
+                                   ex["doc_index"]):
+    tokens, seps = _segments(ids, mask)
+    a, b = tokens[1:seps[0]], tokens[seps[0] + 1:-1]
+    for segment in (a, b):
+      assert (np.diff(segment) == 1).all()
+    assert {doc_of[t] for t in a} == {doc}
+    if label == 0:
+      assert b[0] == a[-1] + 1 and {doc_of[t] for t in b} == {doc}
+    else:
+      assert len({doc_of[t] for t in b}) == 1 and doc_of[b[0]] != doc
+
+
 def test_sop_segments_are_consecutive_and_swapped_by_label():
   docs = _unique_token_corpus()
   ex = _examples(docs, max_seq_length=48, objective="sop", dupe_factor=4)
