@@ -127,3 +127,20 @@ def test_bfloat16_compute_keeps_float32_params_and_logits():
   ref = BertForPreTraining(cfg32).apply({"params": params}, ids, types, mask)["mlm_logits"]
   err = np.max(np.abs(np.asarray(out["mlm_logits"]) - np.asarray(ref))) / np.max(np.abs(ref))
   assert err < 0.05  # bf16 has an 8-bit mantissa
+
+
+def test_token_type_and_word_ids_outside_their_tables_give_nan():
+  """Bad ids are not silently read as a zero or clamped row: the loss turns NaN."""
+  cfg = tiny_cfg()
+  ids, types, mask = padded_inputs()
+  model = BertForPreTraining(cfg)
+  params = model.init(jax.random.PRNGKey(0), ids, types, mask)["params"]
+  apply = lambda i, t: np.asarray(model.apply({"params": params}, i, t, mask)[  # noqa: E731
+      "sequence_output"])
+  assert np.isfinite(apply(ids, types)).all()
+  bad_types, bad_ids = types.copy(), ids.copy()
+  bad_types[0, 3] = cfg.type_vocab_size
+  bad_ids[0, 3] = cfg.vocab_size
+  out = apply(ids, bad_types)
+  assert np.isnan(out[0]).all() and np.isfinite(out[1:]).all()
+  assert np.isnan(apply(bad_ids, types)[0]).all()

@@ -230,9 +230,12 @@ def one_hot_lookup(table: jax.Array, ids: jax.Array) -> jax.Array:
   """table[ids] as sum_k one_hot(ids)_k * table[k]: exact (every other term is 0), and
   its gradient is a reduction per row instead of a scatter; for tables of a few rows
   (token types). Elementwise rather than a matmul, so no TF32/bf16 matmul passes and
-  no FLOPs that MFU would have to leave out."""
+  no FLOPs that MFU would have to leave out. An id outside the table gives NaN rows,
+  as `jnp.take` does for the word table, so bad ids surface as a NaN loss."""
   one_hot = jax.nn.one_hot(ids, table.shape[0], dtype=table.dtype)   # [..., rows]
-  return jnp.sum(one_hot[..., None] * table, axis=-2)
+  rows = jnp.sum(one_hot[..., None] * table, axis=-2)
+  valid = (ids >= 0) & (ids < table.shape[0])
+  return jnp.where(valid[..., None], rows, jnp.nan)
 
 
 def pin_to_embed(x):
