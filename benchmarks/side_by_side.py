@@ -93,17 +93,28 @@ GPU_BASE = (Shape(12, 768, 12, 128, 256, "bfloat16"),
 # compiles for minutes).
 GPU_LARGE = (Shape(24, 1024, 16, 512, 64, "bfloat16"),
              "cudnn+model.scan_layers=true,cudnn+model.scan_layers=true+model.fused_qkv=true")
+GPU_TIMING = dict(interleave=False, rounds=3, steps=10, warmup=3)  # one worker at a time
 PRESETS = {
     # shapes: (shape, bert_jax variants); then interleave, rounds, steps, warmup.
     "cpu": dict(shapes=[(Shape(2, 768, 12, 128, 8, "float32"), "einsum"),
                         (Shape(12, 768, 12, 128, 8, "float32"), "einsum")],
                 interleave=True, rounds=5, steps=2, warmup=2),
     # The GPU rows in one command (~9 min of device time), or as two (~6 + ~3 min).
-    "gpu": dict(shapes=[GPU_BASE, GPU_LARGE],
-                interleave=False, rounds=3, steps=10, warmup=3),
-    "gpu_base": dict(shapes=[GPU_BASE], interleave=False, rounds=3, steps=10, warmup=3),
-    "gpu_large": dict(shapes=[GPU_LARGE], interleave=False, rounds=3, steps=10, warmup=3),
+    "gpu": dict(shapes=[GPU_BASE, GPU_LARGE], **GPU_TIMING),
+    "gpu_base": dict(shapes=[GPU_BASE], **GPU_TIMING),
+    "gpu_large": dict(shapes=[GPU_LARGE], **GPU_TIMING),
 }
+
+
+def file_name(text: str) -> str:
+  """`text` as one path component ('bert_jax cudnn+code=.bench/before' ->
+  'bert_jax_cudnn_code=.bench_before')."""
+  return text.replace(" ", "_").replace("+", "_").replace("/", "_")
+
+
+def add_xla_flags(env: dict, flags: str) -> None:
+  """Appends `flags` to env's XLA_FLAGS (a worker's environment)."""
+  env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} {flags}".strip()
 
 
 def variant_parts(variant: str) -> tuple[str, list[str], dict[str, str]]:
@@ -290,23 +301,20 @@ class Worker:
     env = dict(os.environ)
     if self.traced:
       spec["profile_dir"] = os.path.join(
-          args.profile, f"{variant.replace('+', '_').replace('/', '_')}_L{shape.layers}"
-          f"_s{shape.seq}")
+          args.profile, f"{file_name(variant)}_L{shape.layers}_s{shape.seq}")
       # XLA's optimized HLO of the step: its op_name metadata ties each traced op to
       # the model code (profile_summary --group=source). Dumping changes no program.
       self.hlo_dir = os.path.join(spec["profile_dir"], "hlo")
-      env["XLA_FLAGS"] = (f"{env.get('XLA_FLAGS', '')} --xla_dump_to={self.hlo_dir} "
-                          "--xla_dump_hlo_as_text --xla_dump_hlo_module_re=.*train_step.*"
-                          ).strip()
+      add_xla_flags(env, f"--xla_dump_to={self.hlo_dir} --xla_dump_hlo_as_text "
+                         "--xla_dump_hlo_module_re=.*train_step.*")
     settings = variant_parts(variant)[2] if impl == "bert_jax" else {}
     if "xla" in settings:
-      env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} {XLA_FLAG_SETS[settings['xla']]}".strip()
+      add_xla_flags(env, XLA_FLAG_SETS[settings["xla"]])
     if "code" in settings:
       spec["code"] = settings["code"]
     if args.interleave:  # several processes on one accelerator: allocate on demand
       env["XLA_PYTHON_CLIENT_PREALLOCATE"] = "false"
-    self.log_path = os.path.join(
-        log_dir, f"{self.label.replace(' ', '_').replace('/', '_')}_{shape.layers}.log")
+    self.log_path = os.path.join(log_dir, f"{file_name(self.label)}_{shape.layers}.log")
     self.log = open(self.log_path, "w")
     self.proc = subprocess.Popen(
         [sys.executable, os.path.abspath(__file__), "--worker", json.dumps(spec)],

@@ -19,7 +19,7 @@ import dataclasses
 import os
 from typing import Any
 
-TASK_FILE = "task.json"
+from bert_jax.convert.native import TASK_FILE
 TASK_KINDS = ("classification", "regression", "multilabel", "span", "token")
 
 

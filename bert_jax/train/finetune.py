@@ -47,6 +47,7 @@ import optax
 
 from bert_jax import config_checks, parallel, perf
 from bert_jax.config import ModelConfig
+from bert_jax.convert.native import TASK_FILE
 from bert_jax.data import tasks as tasks_lib
 from bert_jax.data.tasks import common
 from bert_jax.models import (BertForQuestionAnswering, BertForSequenceClassification,
@@ -354,7 +355,6 @@ def _evaluate(task, p_predict, state, data, keys, batch_size, mesh, out_dir) -> 
 
 # ------------------------------------------------------------ the workdir's files
 
-TASK_FILE = "task.json"
 RESULTS_FILE = "results.json"
 
 
