@@ -16,14 +16,10 @@ import time
 # This checkout's bert_jax and configs, not an installed copy.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import flax.linen as nn  # noqa: E402
 import jax  # noqa: E402
-import numpy as np  # noqa: E402
 
 from bert_jax import parallel  # noqa: E402
-from bert_jax.config import ModelConfig  # noqa: E402
-from bert_jax.models import BertForPreTraining  # noqa: E402
-from bert_jax.train import optim, pretrain, state as state_lib  # noqa: E402
+from bert_jax.train import setup as setup_lib  # noqa: E402
 from configs import pretrain as pretrain_config  # noqa: E402
 
 
@@ -33,28 +29,11 @@ def compile_seconds(size: str, seq: int, batch: int, scan: bool, remat: str):
   config.model.remat_policy = remat
   mesh = parallel.create_mesh(config.mesh)
   rules = parallel.logical_axis_rules(config.mesh)
-  model = BertForPreTraining(ModelConfig.from_config(config.model))
-  tx, schedule = optim.create_optimizer(config.train)
-  dummy = np.zeros((1, seq), np.int32)
-  rng = jax.random.PRNGKey(0)
-  shardings = state_lib.state_shardings(model, tx, (dummy,) * 3, rng, mesh, rules)
-  state = state_lib.abstract_state(shardings, model, tx, (dummy,) * 3, rng)
-  preds = config.data.max_predictions_per_seq
-  sds = lambda shape, dt: jax.ShapeDtypeStruct(shape, dt, sharding=parallel.batch_sharding(mesh))
-  batch_spec = {
-      "input_ids": sds((batch, seq), np.int32), "token_type_ids": sds((batch, seq), np.int32),
-      "attention_mask": sds((batch, seq), np.int32),
-      "masked_lm_positions": sds((batch, preds), np.int32),
-      "masked_lm_ids": sds((batch, preds), np.int32),
-      "masked_lm_weights": sds((batch, preds), np.float32),
-      "next_sentence_label": sds((batch,), np.int32)}
-  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-    step = pretrain.jit_train_step(schedule, config.train, shardings, mesh)
-    t0 = time.perf_counter()
-    lowered = step.lower(state, batch_spec, rng)
-    t1 = time.perf_counter()
-    lowered.compile()
-    t2 = time.perf_counter()
+  t0 = time.perf_counter()
+  lowered = setup_lib.pretraining(config, mesh, rules, allocate=False).lower()
+  t1 = time.perf_counter()
+  lowered.compile()
+  t2 = time.perf_counter()
   return config.model.num_layers, t1 - t0, t2 - t1
 
 

@@ -8,7 +8,7 @@ r"""bert_jax's pretraining step side by side with HF PyTorch BERT, same device a
   python benchmarks/side_by_side.py --preset=gpu --profile=/tmp/sbs_profile
 
 Implementations, each in its own process (PyTorch and JAX never share one):
-  bert_jax     `bert_jax.train.pretrain.Setup(...).p_train_step`: the real jitted step
+  bert_jax     `bert_jax.train.setup.pretraining(...).p_train_step`: the real jitted step
                (donated state, sparse MLM over the masked positions, NSP, AdamW with
                clipping), dropout 0.1 (attention dropout 0 for xla/cudnn attention).
                `--jax=einsum,cudnn+model.scan_layers=true` lists variants: an
@@ -151,6 +151,10 @@ def jax_worker(spec: dict):
   from bert_jax import parallel
   from bert_jax.train import pretrain
   from configs import pretrain as pretrain_config
+  try:
+    from bert_jax.train.setup import pretraining as job_setup
+  except ImportError:   # a `+code=DIR` revision from before bert_jax/train/setup.py
+    job_setup = pretrain.Setup
 
   if spec.get("code") and not pretrain.__file__.startswith(os.path.abspath(spec["code"])):
     raise ImportError(f"+code={spec['code']}: bert_jax came from {pretrain.__file__}")
@@ -168,7 +172,7 @@ def jax_worker(spec: dict):
     _override(c, assignment)
   mesh = parallel.create_mesh(c.mesh)
   rules = parallel.logical_axis_rules(c.mesh)
-  setup = pretrain.Setup(c, mesh, rules)
+  setup = job_setup(c, mesh, rules)
   batch = synthetic_batch(np.random.default_rng(0), s.batch, s.seq,
                           mlm_predictions(s.seq), s.vocab)
   scope = contextlib.ExitStack()  # held for the worker's life: steps run under it

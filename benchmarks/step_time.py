@@ -5,7 +5,7 @@ r"""Pretraining step time, throughput, MFU and peak memory on the local accelera
 
 Prints one markdown table row per combination (results go to docs/benchmarks.md with
 the machine, date and command). The step is the real one from
-`bert_jax.train.pretrain.train_step` on synthetic batches (random ids, 15% of positions
+`bert_jax.train.setup.pretraining` (the trainer's jitted step) on synthetic batches (random ids, 15% of positions
 predicted, random NSP labels), jitted with donated state as in training.
 
 MFU: `bert_jax/perf.py` (formula in its docstring); the peak is the device's from
@@ -15,7 +15,6 @@ MFU: `bert_jax/perf.py` (formula in its docstring); the peak is the device's fro
 from __future__ import annotations
 
 import argparse
-import functools
 import os
 import sys
 import time
@@ -27,10 +26,7 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
 from bert_jax import parallel, perf  # noqa: E402
-from bert_jax.config import ModelConfig  # noqa: E402
-from bert_jax.models import BertForPreTraining  # noqa: E402
-from bert_jax.train import optim, state as state_lib  # noqa: E402
-from bert_jax.train.pretrain import train_step  # noqa: E402
+from bert_jax.train import setup as setup_lib  # noqa: E402
 from configs import pretrain as pretrain_config  # noqa: E402
 from synthetic import mlm_predictions, synthetic_batch  # noqa: E402
 
@@ -44,16 +40,9 @@ def measure(size, seq, batch, dtype, attention, steps, vocab):
   predictions = mlm_predictions(seq)
   mesh = parallel.create_mesh(c.mesh)
   rules = parallel.logical_axis_rules(c.mesh)
-  model = BertForPreTraining(ModelConfig.from_config(c.model))
-  tx, schedule = optim.create_optimizer(c.train)
-  dummy = np.zeros((1, seq), np.int32)
-  state, shardings = state_lib.create_sharded_state(
-      model, tx, (dummy, dummy, dummy), jax.random.PRNGKey(0), mesh, rules)
+  job = setup_lib.pretraining(c, mesh, rules)
+  state, step = job.state, job.p_train_step
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-    step = jax.jit(functools.partial(train_step, schedule=schedule),
-                   in_shardings=(shardings, parallel.batch_sharding(mesh),
-                                 parallel.replicated(mesh)),
-                   out_shardings=(shardings, parallel.replicated(mesh)), donate_argnums=0)
     batch_arrays = parallel.global_batch(
         synthetic_batch(np.random.default_rng(0), batch, seq, predictions, vocab), mesh)
     rng = jax.random.PRNGKey(1)

@@ -21,7 +21,7 @@ t = tokens per device per microbatch (global batch / (data x fsdp) / grad_accum 
                remat dots: L x t x b x (1.2h + 5h + f/tp) (+ matmul outputs) + 1.3 X
   batch        the int32/float32 inputs of one step on this device
 The constants are XLA's buffer assignment on CPU for the real float32 train step
-(bert_jax/train/pretrain.py: jit_train_step, scanned layers, no dropout) fitted over
+(bert_jax/train/setup.py: the trainer's jitted step, scanned layers, no dropout) fitted over
 tiny..large, batch 8..64, length 128..512 and the three remat policies;
 tests/test_observe.py holds the estimate within 15% of `compiled_memory` for tiny, base
 and large on 1 device and on 8 with FSDP. Dropout masks, bf16 activations and tensor
@@ -220,32 +220,10 @@ def compiled_memory(compiled) -> CompiledMemory:
                         int(m.alias_size_in_bytes), int(m.temp_size_in_bytes))
 
 
-def abstract_batch(config, mesh) -> dict[str, jax.ShapeDtypeStruct]:
-  """ShapeDtypeStructs of one global pretraining batch, sharded as the loop shards it."""
-  b, s = config.train.global_batch_size, config.data.max_seq_length
-  p = config.data.max_predictions_per_seq
-  sharding = parallel.batch_sharding(mesh)
-  spec = lambda shape, dtype=jnp.int32: jax.ShapeDtypeStruct(shape, dtype, sharding=sharding)
-  return {"input_ids": spec((b, s)), "token_type_ids": spec((b, s)),
-          "attention_mask": spec((b, s)), "masked_lm_positions": spec((b, p)),
-          "masked_lm_ids": spec((b, p)), "masked_lm_weights": spec((b, p), jnp.float32),
-          "next_sentence_label": spec((b,))}
-
-
 def lower_train_step(config, mesh, rules=None):
-  """The real pretraining step (pretrain.jit_train_step) lowered from abstract state and
-  batch: call `.compile()` on the result for XLA's memory analysis. Allocates nothing."""
-  from bert_jax.train import optim, pretrain, state as state_lib
+  """The real pretraining step (`bert_jax/train/setup.py`, the one the trainer runs)
+  lowered from abstract state and batch: call `.compile()` on the result for XLA's
+  memory analysis. Allocates nothing."""
+  from bert_jax.train import setup as setup_lib
   rules = rules if rules is not None else parallel.logical_axis_rules(config.mesh)
-  pretrain.check_fits_mesh(config, mesh, rules)
-  model = _model(config)
-  tx, schedule = optim.create_optimizer(config.train)
-  dummy = (np.zeros((1, config.data.max_seq_length), np.int32),) * 3
-  rng = jax.random.PRNGKey(config.seed)
-  shardings = state_lib.state_shardings(model, tx, dummy, rng, mesh, rules)
-  state = state_lib.abstract_state(shardings, model, tx, dummy, rng)
-  step = pretrain.jit_train_step(schedule, config.train, shardings, mesh,
-                                 use_nsp=config.data.get("objective", "nsp") != "none")
-  key = jax.ShapeDtypeStruct((2,), jnp.uint32, sharding=parallel.replicated(mesh))
-  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-    return step.lower(state, abstract_batch(config, mesh), key)
+  return setup_lib.pretraining(config, mesh, rules, allocate=False).lower()

@@ -84,6 +84,7 @@ def finetune_config(task: str, a, *, lr: float, epochs: float, batch: int, seq: 
 
   c.train = t = ml_collections.ConfigDict()
   t.global_batch_size = batch
+  t.grad_accum_steps = 1          # microbatches per step (gradients summed in a scan); the batch must divide by it x data-parallel size
   t.num_epochs = epochs
   t.learning_rate = lr
   t.warmup_proportion = 0.1       # linear warmup over this fraction, then linear decay

@@ -30,7 +30,7 @@ jax.config.update("jax_default_matmul_precision", "highest")
 jax.config.update("jax_threefry_partitionable", True)
 
 from bert_jax import parallel  # noqa: E402
-from bert_jax.train import pretrain  # noqa: E402
+from bert_jax.train import setup as setup_lib  # noqa: E402
 from configs import pretrain as pretrain_config  # noqa: E402
 
 MESHES = [(1, 1, 1), (8, 1, 1), (1, 8, 1), (2, 2, 2), (2, 1, 4)]
@@ -109,7 +109,7 @@ def run(mesh_shape, steps: int = STEPS, **model_overrides) -> dict:
   mesh = parallel.create_mesh(config.mesh, devices)
   rules = parallel.logical_axis_rules(config.mesh)
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-    setup = pretrain.Setup(config, mesh, rules)
+    setup = setup_lib.pretraining(config, mesh, rules)
     state, losses = setup.state, []
     for step in range(steps):
       batch = parallel.global_batch(synthetic_batch(step), mesh)

@@ -9,7 +9,8 @@ import tensorflow_datasets as tfds
 
 from bert_jax.data import tasks
 from bert_jax.data.tasks import classification, common, ner
-from bert_jax.train import finetune
+from bert_jax.models import params as params_lib
+from bert_jax.train import finetune, losses, optim
 from configs import finetune_common, finetune_glue, finetune_ner, finetune_squad
 
 VOCAB = os.path.join(finetune_common.minilm_dir(), "vocab.txt")
@@ -148,18 +149,18 @@ def test_task_losses_match_numpy():
   hot = (rng.random((3, 4)) > 0.5).astype(np.float32)
   sig = 1 / (1 + np.exp(-logits))
   bce = -(hot * np.log(sig) + (1 - hot) * np.log(1 - sig)).mean(-1)
-  got = finetune.task_loss("multilabel", {"logits": jnp.asarray(logits)},
+  got = losses.task_loss("multilabel", {"logits": jnp.asarray(logits)},
                            {"label": hot, "weight": w})
   np.testing.assert_allclose(got, bce[:2].mean(), rtol=1e-5)
   y = rng.normal(size=3).astype(np.float32)
-  got = finetune.task_loss("regression", {"logits": jnp.asarray(logits[:, :1])},
+  got = losses.task_loss("regression", {"logits": jnp.asarray(logits[:, :1])},
                            {"label": y, "weight": w})
   np.testing.assert_allclose(got, ((logits[:2, 0] - y[:2]) ** 2).mean(), rtol=1e-5)
   s, e = rng.normal(size=(3, 5)), rng.normal(size=(3, 5))
   sp, ep = np.array([1, 0, 4]), np.array([2, 0, 4])
   logp = lambda x: x - np.log(np.exp(x).sum(-1, keepdims=True))  # noqa: E731
   want = -(logp(s)[np.arange(3), sp] + logp(e)[np.arange(3), ep])[:2].mean() / 2
-  got = finetune.task_loss("span", {"start_logits": jnp.asarray(s), "end_logits":
+  got = losses.task_loss("span", {"start_logits": jnp.asarray(s), "end_logits":
                                     jnp.asarray(e)},
                            {"start_positions": sp, "end_positions": ep, "weight": w})
   np.testing.assert_allclose(got, want, rtol=1e-5)
@@ -173,7 +174,7 @@ def test_layerwise_lr_decay_scales_updates_by_depth():
                                  "layer_1": {"w": jnp.ones(2)}},
                      "pooler": {"kernel": jnp.ones(2)}},
             "classifier": {"kernel": jnp.ones(2)}}
-  scales = finetune.layer_scales(params, num_layers=2, decay=0.5)
+  scales = params_lib.lr_depth_scales(params, num_layers=2, decay=0.5)
   assert float(scales["classifier"]["kernel"]) == 1.0
   assert float(scales["bert"]["pooler"]["kernel"]) == 1.0
   assert float(scales["bert"]["encoder"]["layer_1"]["w"]) == 0.5
@@ -183,9 +184,9 @@ def test_layerwise_lr_decay_scales_updates_by_depth():
   c.train.warmup_proportion = 0.0
   c.train.weight_decay = 0.0
   grads = jax.tree_util.tree_map(jnp.ones_like, params)
-  plain, _ = finetune.create_optimizer(c.train, 10, 2)
+  plain, _ = optim.create_finetune_optimizer(c.train, 10, 2)
   c.train.layerwise_lr_decay = 0.5
-  decayed, _ = finetune.create_optimizer(c.train, 10, 2)
+  decayed, _ = optim.create_finetune_optimizer(c.train, 10, 2)
   u0, _ = plain.update(grads, plain.init(params), params)
   u1, _ = decayed.update(grads, decayed.init(params), params)
   ratio = jax.tree_util.tree_map(lambda a, b: b / a, u0, u1)

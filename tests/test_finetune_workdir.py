@@ -10,6 +10,7 @@ import sys
 import numpy as np
 import pytest
 
+from bert_jax.models import make_task_model
 from bert_jax.train import checkpoint as checkpoint_lib
 from bert_jax.train import finetune
 from configs import finetune_glue
@@ -226,7 +227,7 @@ def test_every_task_head_exports_to_its_transformers_class(kind, num_labels, tmp
   from bert_jax.convert import hf as hf_lib
   cfg = ModelConfig(vocab_size=40, hidden_size=16, num_layers=2, num_heads=2,
                     intermediate_size=32, max_position_embeddings=32)
-  model = finetune.make_model(kind, cfg, num_labels)
+  model = make_task_model(kind, cfg, num_labels)
   ids = np.random.default_rng(0).integers(5, 40, (2, 12)).astype(np.int32)
   types, mask = (ids > 20).astype(np.int32), np.ones_like(ids)
   mask[1, 9:] = 0

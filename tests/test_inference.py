@@ -11,7 +11,8 @@ from bert_jax import inference
 from bert_jax.config import ModelConfig
 from bert_jax.data.tasks import common as task_common
 from bert_jax.inference import model as model_lib
-from bert_jax.train import finetune, pretrain
+from bert_jax.models import make_task_model
+from bert_jax.train import pretrain
 from configs import finetune_common
 from configs import pretrain as pretrain_config
 from tests import inference_helpers as helpers
@@ -107,7 +108,7 @@ def keyword_models(tmp_path_factory):
   }
   out = {}
   for head, (kind, num_labels, task) in tasks.items():
-    module = finetune.make_model(kind, cfg, num_labels)
+    module = make_task_model(kind, cfg, num_labels)
     params = helpers.keyword_params(module, cfg, keyword, head)
     task.update(max_seq_length=32, doc_stride=16)
     workdir = helpers.write_finetune_workdir(root / head, params, cfg, task, VOCAB)

@@ -21,7 +21,7 @@ from bert_jax import parallel
 from bert_jax.config import ModelConfig
 from bert_jax.models import BertForPreTraining
 from bert_jax.models import params as params_lib
-from bert_jax.train import pretrain
+from bert_jax.train import pretrain_steps, setup as setup_lib
 from configs import common
 from tests import mesh_worker
 
@@ -136,8 +136,8 @@ def test_gradient_accumulation_equals_full_batch():
   mesh, rules = one_device(c)
   batch = mesh_worker.synthetic_batch(3)
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-    setup = pretrain.Setup(c, mesh, rules)
-    fn = jax.jit(lambda p, b, k: pretrain.grads_and_sums(setup.model.apply, p, b,
+    setup = setup_lib.pretraining(c, mesh, rules)
+    fn = jax.jit(lambda p, b, k: pretrain_steps.grads_and_sums(setup.model.apply, p, b,
                                                          setup.dropout_rng, k),
                  static_argnums=2)
     full_g, full_s = fn(setup.state.params, batch, 1)
@@ -244,7 +244,7 @@ def test_logical_name_without_rule():
   with pytest.raises(ValueError, match=r"no rule in config field mesh.rules: 'mlp' "
                                        r"\(used by params/.*intermediate/"):
     with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-      pretrain.Setup(c, mesh, rules)
+      setup_lib.pretraining(c, mesh, rules)
 
 
 def test_indivisible_parameter_dimension_names_the_parameter():

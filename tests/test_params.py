@@ -97,7 +97,7 @@ def test_finetune_starts_from_every_pretrained_encoder_leaf(workdirs, task_state
   np.testing.assert_array_equal(merged["classifier"]["kernel"],
                                 task.params["classifier"]["kernel"])
 
-  scales = finetune.layer_scales(merged, LAYERS, 0.5)
+  scales = params_lib.lr_depth_scales(merged, LAYERS, 0.5)
   kernel = "attention/query/kernel"
   if task_scan:
     per_layer = np.asarray(scales["bert"]["encoder"]["layers"]["attention"]["query"]

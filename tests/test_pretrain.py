@@ -9,7 +9,7 @@ import pytest
 
 from bert_jax import config_checks
 from bert_jax.data import corpora, tokenizers
-from bert_jax.train import pretrain, trainer
+from bert_jax.train import pretrain, pretrain_steps, trainer
 from configs import pretrain as pretrain_config
 from tests.helpers import write_embedded_corpus
 
@@ -225,8 +225,8 @@ def test_objective_none_drops_the_nsp_loss_from_the_gradient():
   params = nn.meta.unbox(model.init(jax.random.PRNGKey(0), ids, batch["token_type_ids"],
                                     batch["attention_mask"])["params"])
   key = jax.random.PRNGKey(1)
-  with_nsp, _ = pretrain.grads_and_sums(model.apply, params, batch, key, use_nsp=True)
-  without, _ = pretrain.grads_and_sums(model.apply, params, batch, key, use_nsp=False)
+  with_nsp, _ = pretrain_steps.grads_and_sums(model.apply, params, batch, key, use_nsp=True)
+  without, _ = pretrain_steps.grads_and_sums(model.apply, params, batch, key, use_nsp=False)
   assert float(np.abs(with_nsp["nsp"]["kernel"]).max()) > 0
   assert float(np.abs(without["nsp"]["kernel"]).max()) == 0.0
   assert float(np.abs(without["mlm"]["output_bias"]).max()) > 0
@@ -238,7 +238,7 @@ def test_dropout_prng_impl_drops_the_configured_share(impl):
   fold_in(step) gives fresh masks, and the deterministic path never sees the key."""
   import flax.linen as nn
   import jax
-  key = pretrain.dropout_key(0, impl)
+  key = pretrain_steps.dropout_key(0, impl)
   ones = np.ones((200_000,), np.float32)
 
   def kept(step):
@@ -250,7 +250,7 @@ def test_dropout_prng_impl_drops_the_configured_share(impl):
   assert abs(1 - first.mean() - 0.3) < 0.005 and abs(1 - second.mean() - 0.3) < 0.005
   assert 0.4 < (first == second).mean() < 0.7  # independent masks agree on ~0.58
   with pytest.raises(ValueError, match="train.dropout_prng_impl"):
-    pretrain.dropout_key(0, "philox")
+    pretrain_steps.dropout_key(0, "philox")
 
 
 def test_finished_run_keeps_its_figures_and_config(corpus_file, tmp_path, capsys):

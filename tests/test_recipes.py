@@ -3,19 +3,15 @@ CPU (ShapeDtypeStructs: nothing allocated; each compile takes ~5 s): both phases
 BERT-base/large and of LAMB, two of the 24 small BERTs, the GLUE/SQuAD fine-tuning
 steps. And LAMB's update against its definition (You et al. 2019, Algorithm 2) in NumPy.
 """
-import functools
 import importlib.util
 import os
 
 import jax
-import jax.numpy as jnp
-import flax.linen as nn
 import numpy as np
 import pytest
 
 from bert_jax import observe, parallel
-from bert_jax.config import ModelConfig
-from bert_jax.train import finetune, optim, state as state_lib
+from bert_jax.train import optim, setup as setup_lib
 from experiments import sweep as sweep_lib
 from experiments.recipes import bert_pretrain, lamb_pretrain, small_berts
 
@@ -71,24 +67,11 @@ def test_the_24_small_berts_build_and_the_extremes_compile():
 
 
 def lower_finetuning(config, kind, num_labels):
+  """The fine-tuning job's own jitted step (`bert_jax/train/setup.py`), lowered."""
   mesh = parallel.create_mesh(config.mesh)
-  rules = parallel.logical_axis_rules(config.mesh)
-  model = finetune.make_model(kind, ModelConfig.from_config(config.model), num_labels)
-  tx, schedule = finetune.create_optimizer(config.train, 1000, config.model.num_layers)
-  b, s = config.train.global_batch_size, config.data.max_seq_length
-  dummy = (np.zeros((1, s), np.int32),) * 3
-  rng = jax.random.PRNGKey(0)
-  shardings = state_lib.state_shardings(model, tx, dummy, rng, mesh, rules)
-  state = state_lib.abstract_state(shardings, model, tx, dummy, rng)
-  spec = lambda shape, dtype=jnp.int32: jax.ShapeDtypeStruct(
-      shape, dtype, sharding=parallel.batch_sharding(mesh))
-  batch = {k: spec((b, s)) for k in finetune.INPUT_KEYS}
-  label_dtype = jnp.float32 if kind == "regression" else jnp.int32
-  batch.update({k: spec((b,), label_dtype) for k in finetune.LABEL_KEYS[kind]})
-  batch["weight"] = spec((b,), jnp.float32)
-  step = jax.jit(functools.partial(finetune.train_step, kind=kind, schedule=schedule))
-  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-    return step.lower(state, batch, jax.ShapeDtypeStruct((2,), jnp.uint32))
+  return setup_lib.finetuning(config, mesh, parallel.logical_axis_rules(config.mesh),
+                              kind=kind, num_labels=num_labels, num_train_steps=1000,
+                              allocate=False).lower()
 
 
 def load_config(spec):

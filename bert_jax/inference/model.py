@@ -144,7 +144,7 @@ def _load_finetune(src: source_lib.Source, step: int | None) -> Model:
   """A fine-tuning workdir: params of `checkpoints/<step>` with its task head."""
   from bert_jax.convert import ConversionError, native
   from bert_jax.train import checkpoint as checkpoint_lib
-  from bert_jax.train.finetune import make_model
+  from bert_jax.models import make_task_model
   if step is None and src.task.get("best_metric"):   # the run's test-prediction epoch
     step = checkpoint_lib.best_step(os.path.join(src.path, native.CHECKPOINTS_DIR),
                                     src.task["best_metric"], "max")
@@ -158,4 +158,4 @@ def _load_finetune(src: source_lib.Source, step: int | None) -> Model:
   if kind not in ("span", "regression") and len(names) != num_labels:
     raise ModelError(f"{src.path}/task.json has {len(names)} label_names but the head "
                      f"has {num_labels} labels")
-  return Model(make_model(kind, cfg, num_labels), params, cfg, kind, src)
+  return Model(make_task_model(kind, cfg, num_labels), params, cfg, kind, src)

@@ -2,7 +2,7 @@
 from bert_jax.models.bert import BertModel
 from bert_jax.models.heads import (BertForPreTraining, BertForQuestionAnswering,
                                    BertForSequenceClassification,
-                                   BertForTokenClassification)
+                                   BertForTokenClassification, make_task_model)
 
 __all__ = ["BertModel", "BertForPreTraining", "BertForSequenceClassification",
-           "BertForQuestionAnswering", "BertForTokenClassification"]
+           "BertForQuestionAnswering", "BertForTokenClassification", "make_task_model"]

@@ -139,3 +139,13 @@ class BertForQuestionAnswering(_TaskHead):
                deterministic: bool = True):
     out, logits = self.logits(input_ids, token_type_ids, attention_mask, deterministic)
     return {**out, "start_logits": logits[..., 0], "end_logits": logits[..., 1]}
+
+
+def make_task_model(kind: str, cfg: ModelConfig, num_labels: int) -> nn.Module:
+  """The task model of a fine-tuning `kind`: 'span' (SQuAD), 'token' (tagging), or a
+  sequence head ('classification', 'multilabel', 'regression')."""
+  if kind == "span":
+    return BertForQuestionAnswering(cfg)
+  if kind == "token":
+    return BertForTokenClassification(cfg, num_labels)
+  return BertForSequenceClassification(cfg, num_labels)

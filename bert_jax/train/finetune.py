@@ -40,131 +40,33 @@ from typing import Any
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
 
-from bert_jax import config_checks, parallel, perf
+from bert_jax import config_checks, observe, parallel, perf
 from bert_jax.config import ModelConfig
 from bert_jax.convert.native import TASK_FILE
 from bert_jax.data import tasks as tasks_lib
 from bert_jax.data.tasks import common
-from bert_jax.models import (BertForQuestionAnswering, BertForSequenceClassification,
-                             BertForTokenClassification)
 from bert_jax.models import params as params_lib
 from bert_jax.train import logging as log_lib
 from bert_jax.train import checkpoint as checkpoint_lib
-from bert_jax.train import optim, trainer
+from bert_jax.train import setup as setup_lib, trainer
+from bert_jax.train.finetune_steps import INPUT_KEYS, LABEL_KEYS, predict_step
 
-INPUT_KEYS = ("input_ids", "token_type_ids", "attention_mask")
-LABEL_KEYS = {"classification": ("label",), "regression": ("label",),
-              "multilabel": ("label",), "span": ("start_positions", "end_positions"),
-              "token": ("labels", "label_weights")}
 DEFAULT_SELECT = {"classification": "score", "regression": "score", "multilabel": "score",
                   "span": "f1", "token": "f1"}
-
-
-# ---------------------------------------------------------------------------- model
-
-
-def make_model(kind: str, model_cfg, num_labels: int) -> nn.Module:
-  if kind == "span":
-    return BertForQuestionAnswering(model_cfg)
-  if kind == "token":
-    return BertForTokenClassification(model_cfg, num_labels)
-  return BertForSequenceClassification(model_cfg, num_labels)
-
-
-def task_loss(kind: str, out: dict, batch: dict) -> jax.Array:
-  """Mean loss of one batch (pure). Rows with batch['weight'] == 0 are padding."""
-  w = batch["weight"].astype(jnp.float32)                      # [batch]
-  denom = jnp.maximum(jnp.sum(w), 1.0)
-  if kind == "classification":
-    xent = optax.softmax_cross_entropy_with_integer_labels(out["logits"], batch["label"])
-    return jnp.sum(xent * w) / denom
-  if kind == "regression":
-    return jnp.sum(jnp.square(out["logits"][:, 0] - batch["label"]) * w) / denom
-  if kind == "multilabel":
-    bce = optax.sigmoid_binary_cross_entropy(out["logits"], batch["label"]).mean(-1)
-    return jnp.sum(bce * w) / denom
-  if kind == "span":
-    s = optax.softmax_cross_entropy_with_integer_labels(out["start_logits"],
-                                                        batch["start_positions"])
-    e = optax.softmax_cross_entropy_with_integer_labels(out["end_logits"],
-                                                        batch["end_positions"])
-    return jnp.sum((s + e) / 2 * w) / denom
-  if kind == "token":
-    xent = optax.softmax_cross_entropy_with_integer_labels(out["logits"], batch["labels"])
-    tw = batch["label_weights"] * w[:, None]
-    return jnp.sum(xent * tw) / jnp.maximum(jnp.sum(tw), 1.0)
-  raise ValueError(f"task kind {kind!r} is not one of {sorted(LABEL_KEYS)}")
-
-
-def output_keys(kind: str) -> tuple[str, ...]:
-  return ("start_logits", "end_logits") if kind == "span" else ("logits",)
-
-
-def train_step(state, batch, rng, *, kind, schedule):
-  dropout_rng = jax.random.fold_in(rng, state.step)
-
-  def loss_fn(params):
-    out = state.apply_fn({"params": params}, *(batch[k] for k in INPUT_KEYS),
-                         deterministic=False, rngs={"dropout": dropout_rng})
-    return task_loss(kind, out, batch)
-
-  loss, grads = jax.value_and_grad(loss_fn)(state.params)
-  return state.apply_gradients(grads=grads), {"loss": loss,
-                                              "learning_rate": schedule(state.step)}
-
-
-def predict_step(state, batch, *, kind):
-  out = state.apply_fn({"params": state.params}, *(batch[k] for k in INPUT_KEYS),
-                       deterministic=True)
-  return {k: out[k] for k in output_keys(kind)}
-
-
-# ------------------------------------------------------------------------ optimizer
-
-
-def layer_scales(params, num_layers: int, decay: float):
-  """Per-leaf update scale for layer-wise LR decay (see the module docstring); a
-  scanned encoder gets one scale per layer along its stacked axis."""
-  return params_lib.lr_depth_scales(params, num_layers, decay)
-
-
-def scale_by_tree(scales_fn) -> optax.GradientTransformation:
-  """Multiplies each update by the matching leaf of `scales_fn(params)` (no state)."""
-  def init_fn(params):
-    del params
-    return optax.EmptyState()
-
-  def update_fn(updates, state, params=None):
-    scales = scales_fn(updates)
-    return jax.tree_util.tree_map(lambda u, s: u * s.astype(u.dtype), updates,
-                                  scales), state
-  return optax.GradientTransformation(init_fn, update_fn)
-
-
-def create_optimizer(t, num_train_steps: int, num_layers: int):
-  oc = ml_collections.ConfigDict(t.to_dict())
-  oc.num_train_steps = num_train_steps
-  oc.warmup_steps = int(round(t.warmup_proportion * num_train_steps))
-  tx, schedule = optim.create_optimizer(oc)
-  if t.layerwise_lr_decay < 1.0:
-    decay = t.layerwise_lr_decay
-    tx = optax.chain(tx, scale_by_tree(
-        lambda tree: layer_scales(tree, num_layers, decay)))
-  return tx, schedule
+# The fields of a fine-tuning config that may differ on resume (beyond the trainer's):
+# more epochs extend the run; test predictions are written at its end.
+MAY_CHANGE_ON_RESUME = trainer.MAY_CHANGE_ON_RESUME + ("train.num_epochs",
+                                                       "data.predict_test")
 
 
 # ---------------------------------------------------------------- initial weights
 
 
-def load_hf_dir(directory: str, model_cfg) -> dict:
-  """{'bert': ...} from an HF directory; its config.json must agree with `model`."""
-  from safetensors.numpy import load_file
-  from bert_jax import convert
+def check_hf_dir(directory: str, model_cfg) -> ModelConfig:
+  """The HF directory's config.json must agree with config field `model`."""
   with open(os.path.join(directory, "config.json"), encoding="utf-8") as f:
     hf = json.load(f)
   pairs = {"vocab_size": "vocab_size", "hidden_size": "hidden_size",
@@ -177,6 +79,14 @@ def load_hf_dir(directory: str, model_cfg) -> dict:
          for k, v in pairs.items() if v in hf and getattr(model_cfg, k) != hf[v]]
   if bad:
     raise ValueError(f"init.checkpoint=hf:{directory}: " + "; ".join(bad))
+  return model_cfg
+
+
+def load_hf_dir(directory: str, model_cfg) -> dict:
+  """{'bert': ...} from an HF directory; its config.json must agree with `model`."""
+  from safetensors.numpy import load_file
+  from bert_jax import convert
+  model_cfg = check_hf_dir(directory, model_cfg)
   params = convert.params_from_hf(load_file(os.path.join(directory, "model.safetensors")),
                                   model_cfg)
   return {"bert": params["bert"]}
@@ -230,17 +140,22 @@ def source_tokenizer(workdir: str, d):
 
 
 def initial_weights_and_tokenizer(config):
-  """(params {'bert': ...} or None, tokenizer, tokenizer file) from `init.checkpoint` /
-  `data.vocab_path`."""
+  """(load_params, tokenizer, tokenizer file) from `init.checkpoint` / `data.vocab_path`.
+
+  `load_params()` reads the source's weights ({'bert': ...}; None for random init): the
+  job calls it for a fresh run only, never on resume. The source's shape is checked
+  here, before anything is written.
+  """
   ckpt, d = config.init.checkpoint, config.data
   kind, _, where = ckpt.partition(":")
-  params, tok, path = None, None, d.vocab_path
+  load_params, tok, path = (lambda: None), None, d.vocab_path
   if kind == "hf":
-    params = load_hf_dir(where, config.model)
+    check_hf_dir(where, config.model)
+    load_params = functools.partial(load_hf_dir, where, config.model)
     path = d.vocab_path or os.path.join(where, "vocab.txt")
     tok = common.WordPiece(path, d.lowercase)
   elif kind == "bert_jax":
-    params = load_bert_jax_workdir(where)
+    load_params = functools.partial(load_bert_jax_workdir, where)
     if not d.vocab_path:
       tok, path = source_tokenizer(where, d)
   elif ckpt:
@@ -254,7 +169,7 @@ def initial_weights_and_tokenizer(config):
   if tok.vocab_size > config.model.vocab_size:
     raise ValueError(f"the tokenizer has {tok.vocab_size} pieces but config field "
                      f"model.vocab_size={config.model.vocab_size}")
-  return params, tok, path
+  return load_params, tok, path
 
 
 def merge_params(init: dict, loaded: dict | None) -> dict:
@@ -332,6 +247,7 @@ def check_finetune_config(c) -> None:
   req(d.max_query_length >= 1, "data.max_query_length", d.max_query_length, ">= 1")
   req(t.num_epochs > 0, "train.num_epochs", t.num_epochs, "> 0")
   req(t.global_batch_size >= 1, "train.global_batch_size", t.global_batch_size, ">= 1")
+  req(t.grad_accum_steps >= 1, "train.grad_accum_steps", t.grad_accum_steps, ">= 1")
   req(t.learning_rate > 0, "train.learning_rate", t.learning_rate, "> 0")
   req(0 <= t.warmup_proportion < 1, "train.warmup_proportion", t.warmup_proportion,
       "a fraction in [0, 1)")
@@ -407,6 +323,11 @@ def eval_history(workdir: str, eval_splits, steps_per_epoch: int) -> list[dict]:
   return history
 
 
+def _report_start(state) -> None:
+  log_lib.info("parameters per module:\n%s",
+               observe.format_param_summary(observe.param_summary(state.params)))
+
+
 def _print_results(out: dict) -> None:
   if jax.process_index() == 0:
     best = out["best"]
@@ -443,9 +364,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   d, t = config.data, config.train
   mesh = parallel.create_mesh(config.mesh)
   rules = parallel.logical_axis_rules(config.mesh)
-  parallel.check_global_batch(t.global_batch_size, mesh)
+  parallel.check_global_batch(t.global_batch_size, mesh, t.grad_accum_steps)
 
-  loaded, tok, tokenizer_file = initial_weights_and_tokenizer(config)
+  load_params, tok, tokenizer_file = initial_weights_and_tokenizer(config)
   task = tasks_lib.get_task(d, tok)
   if task.train_split is None:
     raise ValueError(f"config field data.task={task.name!r} has no training split; "
@@ -455,7 +376,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   batches = EpochBatches(train_features, INPUT_KEYS + LABEL_KEYS[task.kind],
                          t.global_batch_size, config.seed)
   num_steps = max(1, int(round(t.num_epochs * batches.steps_per_epoch)))
-  stored = trainer.finished(workdir, RESULTS_FILE, num_steps, config)
+  stored = trainer.finished(workdir, RESULTS_FILE, num_steps, config, MAY_CHANGE_ON_RESUME)
   if stored is not None:
     _print_results(stored)
     return stored
@@ -470,15 +391,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                task.kind, len(train_examples), len(train_features["input_ids"]),
                {s: len(ex) for s, (ex, _) in evals.items()})
 
-  model = make_model(task.kind, ModelConfig.from_config(config.model), task.num_labels)
-  tx, schedule = create_optimizer(t, num_steps, config.model.num_layers)
-  dummy = np.zeros((1, d.max_seq_length), np.int32)
-  created = trainer.create_state(model, tx, (dummy, dummy, dummy), config.seed, mesh,
-                                 rules)
-  if loaded is not None:
-    params = merge_params(created.state.params, loaded)
-    created.state = created.state.replace(params=params, opt_state=jax.jit(
-        tx.init, out_shardings=created.shardings.opt_state)(params))
+  job = setup_lib.finetuning(config, mesh, rules, kind=task.kind,
+                             num_labels=task.num_labels, num_train_steps=num_steps)
+  created = job.created
+
+  def fresh_start(state):
+    """A new run starts from the source model's weights (never read on resume)."""
+    loaded = load_params()
+    if loaded is None:
+      return state
+    params = merge_params(state.params, loaded)
+    return state.replace(params=params, opt_state=jax.jit(
+        job.tx.init, out_shardings=created.shardings.opt_state)(params))
 
   keys = INPUT_KEYS + LABEL_KEYS[task.kind]
   select = config.eval.select_metric or DEFAULT_SELECT[task.kind]
@@ -486,9 +410,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   spe = batches.steps_per_epoch
 
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-    p_train = trainer.jit_train_step(
-        functools.partial(train_step, kind=task.kind, schedule=schedule),
-        created.shardings, mesh)
     p_predict = jax.jit(functools.partial(predict_step, kind=task.kind),
                         in_shardings=(created.shardings, parallel.batch_sharding(mesh)),
                         out_shardings=parallel.replicated(mesh))
@@ -506,7 +427,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
     result = trainer.train(
         workdir=workdir, config=config, mesh=mesh, rules=rules, created=created,
-        p_train_step=p_train, batches=batches, evaluate=evaluate,
+        p_train_step=job.p_train_step, batches=batches, evaluate=evaluate,
+        fresh_start=fresh_start, may_change_on_resume=MAY_CHANGE_ON_RESUME,
+        start_report=_report_start,
         on_start=lambda: write_task_files(
             workdir, task_description(task, d, tokenizer_file, best_metric),
             tokenizer_file),
@@ -517,7 +440,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
             checkpoint_keep=t.checkpoint_keep, best_metric=best_metric, best_mode="max",
             profile_steps=t.get("profile_steps", ""),
             # The encoder's FLOPs (no MLM predictions); the task head is negligible.
-            flops_per_step=perf.train_flops(model.cfg, t.global_batch_size,
+            flops_per_step=perf.train_flops(job.model_config, t.global_batch_size,
                                             d.max_seq_length, 0),
             peak_tflops=t.get("peak_tflops", 0.0)))
     if result.preempted:

@@ -1,8 +1,14 @@
-"""Pretraining losses and metrics (pure functions of model outputs and a batch).
+"""Losses and metrics of both jobs (pure functions of model outputs and a batch).
 
-MLM: cross-entropy over the masked positions, weighted by `masked_lm_weights` and
-normalised by their sum (google-research/bert `get_masked_lm_output`). NSP:
-mean cross-entropy over the batch. The total loss is their sum, as in the paper.
+Pretraining. MLM: cross-entropy over the masked positions, weighted by
+`masked_lm_weights` and normalised by their sum (google-research/bert
+`get_masked_lm_output`). NSP: mean cross-entropy over the batch. The total loss is
+their sum, as in the paper.
+
+Fine-tuning (`task_loss`): each task kind's loss is a weighted sum over rows (or
+tokens) divided by a denominator that depends on the batch alone
+(`task_loss_denominator`), so gradient accumulation can divide each microbatch's sum
+by the full batch's denominator and add up to the full batch's gradient.
 """
 
 from __future__ import annotations
@@ -44,3 +50,43 @@ def metrics_from_sums(s) -> dict:
   }
   m["loss"] = m["mlm_loss"] + m["nsp_loss"]
   return m
+
+
+TASK_KINDS = ("classification", "regression", "multilabel", "span", "token")
+
+
+def task_loss_sum(kind: str, out: dict, batch: dict) -> jax.Array:
+  """The weighted loss sum of one batch. Rows with batch['weight'] == 0 are padding."""
+  w = batch["weight"].astype(jnp.float32)                      # [batch]
+  if kind == "classification":
+    xent = optax.softmax_cross_entropy_with_integer_labels(out["logits"], batch["label"])
+    return jnp.sum(xent * w)
+  if kind == "regression":
+    return jnp.sum(jnp.square(out["logits"][:, 0] - batch["label"]) * w)
+  if kind == "multilabel":
+    bce = optax.sigmoid_binary_cross_entropy(out["logits"], batch["label"]).mean(-1)
+    return jnp.sum(bce * w)
+  if kind == "span":
+    s = optax.softmax_cross_entropy_with_integer_labels(out["start_logits"],
+                                                        batch["start_positions"])
+    e = optax.softmax_cross_entropy_with_integer_labels(out["end_logits"],
+                                                        batch["end_positions"])
+    return jnp.sum((s + e) / 2 * w)
+  if kind == "token":
+    xent = optax.softmax_cross_entropy_with_integer_labels(out["logits"], batch["labels"])
+    return jnp.sum(xent * (batch["label_weights"] * w[:, None]))
+  raise ValueError(f"task kind {kind!r} is not one of {TASK_KINDS}")
+
+
+def task_loss_denominator(kind: str, batch: dict) -> jax.Array:
+  """What `task_loss_sum` is divided by: the real rows, or the labelled tokens for
+  'token' (at least 1)."""
+  w = batch["weight"].astype(jnp.float32)
+  if kind == "token":
+    return jnp.maximum(jnp.sum(batch["label_weights"] * w[:, None]), 1.0)
+  return jnp.maximum(jnp.sum(w), 1.0)
+
+
+def task_loss(kind: str, out: dict, batch: dict) -> jax.Array:
+  """Mean loss of one batch."""
+  return task_loss_sum(kind, out, batch) / task_loss_denominator(kind, batch)

@@ -6,10 +6,17 @@ decay to zero, global-norm clipping at 1.0. `train.optimizer='lamb'` swaps AdamW
 LAMB (You et al. 2019, "Large Batch Optimization for Deep Learning", `optax.lamb`): the
 same moments and the same weight-decay mask, each layer's update rescaled by its trust
 ratio ||w|| / ||update||, which keeps batches of 32k-64k stable.
+
+Fine-tuning (`create_finetune_optimizer`): the same optimizer over a schedule of
+`num_train_steps` with `train.warmup_proportion` of them warming up, and optional
+layer-wise LR decay (`train.layerwise_lr_decay` < 1): the update of layer `l` of `L`
+is scaled by `decay ** (L + 1 - l)` (embeddings l = 0, heads and pooler L + 1).
 """
 
 from __future__ import annotations
 
+import jax
+import ml_collections
 import optax
 
 from bert_jax.models import params as params_lib
@@ -43,4 +50,32 @@ def create_optimizer(t) -> tuple[optax.GradientTransformation, optax.Schedule]:
       OPTIMIZERS[name](schedule, b1=t.adam_b1, b2=t.adam_b2, eps=t.adam_eps,
                        weight_decay=t.weight_decay, mask=decay_mask),
   )
+  return tx, schedule
+
+
+def scale_by_tree(scales_fn) -> optax.GradientTransformation:
+  """Multiplies each update by the matching leaf of `scales_fn(updates)` (no state)."""
+  def init_fn(params):
+    del params
+    return optax.EmptyState()
+
+  def update_fn(updates, state, params=None):
+    del params
+    scales = scales_fn(updates)
+    return jax.tree_util.tree_map(lambda u, s: u * s.astype(u.dtype), updates,
+                                  scales), state
+  return optax.GradientTransformation(init_fn, update_fn)
+
+
+def create_finetune_optimizer(t, num_train_steps: int, num_layers: int):
+  """`create_optimizer` for a fine-tuning run of `num_train_steps` steps, warmup over
+  `t.warmup_proportion` of them, then layer-wise LR decay when asked."""
+  oc = ml_collections.ConfigDict(t.to_dict())
+  oc.num_train_steps = num_train_steps
+  oc.warmup_steps = int(round(t.warmup_proportion * num_train_steps))
+  tx, schedule = create_optimizer(oc)
+  if t.layerwise_lr_decay < 1.0:
+    decay = t.layerwise_lr_decay
+    tx = optax.chain(tx, scale_by_tree(
+        lambda tree: params_lib.lr_depth_scales(tree, num_layers, decay)))
   return tx, schedule

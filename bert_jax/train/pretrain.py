@@ -16,144 +16,13 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
 from jax.experimental import multihost_utils
 
-from bert_jax import config_checks, parallel, perf
-from bert_jax.config import ModelConfig
+from bert_jax import config_checks, observe, parallel, perf
 from bert_jax.data import corpora, grain_loader, masking, pretraining, tokenizers
-from bert_jax.models import BertForPreTraining
 from bert_jax.train import logging as log_lib
 from bert_jax.train import checkpoint as checkpoint_lib
-from bert_jax.train import losses, optim, trainer
-
-# ----------------------------------------------------------------------------- steps
-
-
-def grads_and_sums(apply_fn, params, batch, rng, grad_accum_steps: int = 1,
-                   use_nsp: bool = True):
-  """Gradient of the pretraining loss and the metric sums over the global batch.
-
-  With `grad_accum_steps=k` the batch is cut into k microbatches (rows j, j+k, ...
-  form microbatch j, so each one stays spread over every data-parallel device) whose
-  gradients are summed in a `lax.scan`. Each microbatch loss is normalised by the
-  full batch's MLM weight and row count, so the sum equals the full-batch gradient.
-  Dropout draws from `rng` (folded with the microbatch index when k > 1).
-  `use_nsp=False` (data.objective='none', RoBERTa-style packing) drops the NSP term
-  from the loss; its metrics are still computed.
-  """
-  nsp_scale = 1.0 if use_nsp else 0.0
-  mlm_weight = jnp.sum(batch["masked_lm_weights"].astype(jnp.float32)) + 1e-5
-  nsp_count = batch["next_sentence_label"].shape[0]
-
-  def one(params, mb, rng):
-    def loss_fn(params):
-      out = apply_fn({"params": params}, mb["input_ids"], mb["token_type_ids"],
-                     mb["attention_mask"], masked_lm_positions=mb["masked_lm_positions"],
-                     deterministic=False, rngs={"dropout": rng})
-      sums = losses.pretraining_sums(out, mb)
-      loss = sums["mlm_loss_sum"] / mlm_weight + nsp_scale * sums["nsp_loss_sum"] / nsp_count
-      return loss, sums
-    return jax.grad(loss_fn, has_aux=True)(params)
-
-  if grad_accum_steps == 1:
-    return one(params, batch, rng)
-  k = grad_accum_steps
-  micro = jax.tree_util.tree_map(
-      lambda x: x.reshape(x.shape[0] // k, k, *x.shape[1:]).swapaxes(0, 1), batch)
-
-  def body(acc, xs):
-    j, mb = xs
-    mb = {n: nn.with_logical_constraint(x, ("batch",) + (None,) * (x.ndim - 1))
-          for n, x in mb.items()}
-    out = one(params, mb, jax.random.fold_in(rng, j))
-    return jax.tree_util.tree_map(jnp.add, acc, out), None
-
-  first = jax.tree_util.tree_map(lambda x: x[0], micro)
-  zeros = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype),
-                                 jax.eval_shape(one, params, first, rng))
-  (grads, sums), _ = jax.lax.scan(body, zeros, (jnp.arange(k), micro))
-  return grads, sums
-
-
-def train_step(state, batch, rng, *, schedule, grad_accum_steps: int = 1,
-               use_nsp: bool = True):
-  """One optimizer step. Pure: (state, global batch, rng) -> (state, metrics)."""
-  dropout_rng = jax.random.fold_in(rng, state.step)
-  grads, sums = grads_and_sums(state.apply_fn, state.params, batch, dropout_rng,
-                               grad_accum_steps, use_nsp)
-  metrics = losses.metrics_from_sums(sums)
-  if not use_nsp:
-    metrics["loss"] = metrics["mlm_loss"]
-  metrics["grad_norm"] = optax.global_norm(grads)
-  metrics["learning_rate"] = schedule(state.step)
-  return state.apply_gradients(grads=grads), metrics
-
-
-def eval_step(state, batch, *, baseline_token: int):
-  """Metric sums on one batch, plus the hits of always predicting `baseline_token`."""
-  out = state.apply_fn({"params": state.params}, batch["input_ids"],
-                       batch["token_type_ids"], batch["attention_mask"],
-                       masked_lm_positions=batch["masked_lm_positions"],
-                       deterministic=True)
-  sums = losses.pretraining_sums(out, batch)
-  sums["baseline_correct"] = jnp.sum(
-      (batch["masked_lm_ids"] == baseline_token) * batch["masked_lm_weights"])
-  return sums
-
-
-def jit_train_step(schedule, t, state_shardings, mesh, use_nsp: bool = True):
-  """train_step under jit: explicit in/out shardings, state donated.
-
-  Call (and first run) it under `jax.set_mesh(mesh)` and `nn.logical_axis_rules`.
-  """
-  return trainer.jit_train_step(
-      functools.partial(train_step, schedule=schedule,
-                        grad_accum_steps=t.get("grad_accum_steps", 1), use_nsp=use_nsp),
-      state_shardings, mesh)
-
-
-PRNG_IMPLS = ("threefry2x32", "rbg", "unsafe_rbg")
-
-
-def dropout_key(seed: int, impl: str) -> jax.Array:
-  """The dropout key for `train.dropout_prng_impl`: jax's default threefry (the key of
-  the seed's split, as before), or an `rbg` / `unsafe_rbg` key, whose bits come from
-  XLA's RngBitGenerator (measured in docs/benchmarks.md: no faster on CPU)."""
-  if impl not in PRNG_IMPLS:
-    raise ValueError(f"config field train.dropout_prng_impl={impl!r}: expected one of "
-                     f"{PRNG_IMPLS}")
-  if impl == "threefry2x32":
-    return jax.random.split(jax.random.PRNGKey(seed))[1]
-  return jax.random.key(seed, impl=impl)
-
-
-def check_fits_mesh(config, mesh, rules) -> None:
-  """Batch (per microbatch), heads and FFN size split evenly over the mesh."""
-  t = config.train
-  parallel.check_global_batch(t.global_batch_size, mesh, t.get("grad_accum_steps", 1))
-  parallel.check_model_fits_mesh(config.model, mesh, rules)
-
-
-class Setup:
-  """Everything the loop needs from config + mesh: model, optimizer, sharded state."""
-
-  def __init__(self, config, mesh, rules):
-    t = config.train
-    check_fits_mesh(config, mesh, rules)
-    self.model_config = ModelConfig.from_config(config.model)
-    self.model = BertForPreTraining(self.model_config)
-    self.tx, self.schedule = optim.create_optimizer(t)
-    dummy = np.zeros((1, config.data.max_seq_length), np.int32)
-    self.created = trainer.create_state(
-        self.model, self.tx, (dummy, dummy, dummy), config.seed, mesh, rules,
-        dropout_rng=dropout_key(config.seed, t.get("dropout_prng_impl", "threefry2x32")))
-    self.state, self.shardings = self.created.state, self.created.shardings
-    self.dropout_rng = self.created.dropout_rng
-    self.p_train_step = jit_train_step(
-        self.schedule, t, self.shardings, mesh,
-        use_nsp=config.data.get("objective", "nsp") != "none")
-
+from bert_jax.train import losses, pretrain_steps, setup as setup_lib, trainer
 
 # ------------------------------------------------------------------------------ data
 
@@ -344,6 +213,18 @@ def fill_mask(state, tokenizer, text: str, top_k: int = 5) -> list[tuple[str, fl
 
 
 FINAL_FILE = "final_eval.json"
+# The fields of a pretraining config that may differ on resume (beyond the trainer's).
+MAY_CHANGE_ON_RESUME = trainer.MAY_CHANGE_ON_RESUME + ("fill_mask_text",)
+
+
+def _report_start(config, mesh, rules, state) -> None:
+  """Before the first compile: parameters per module and the memory estimate per
+  device (`bert_jax/observe.py`)."""
+  log_lib.info("parameters per module:\n%s",
+               observe.format_param_summary(observe.param_summary(state.params)))
+  with nn.logical_axis_rules(()):      # abstract init: not under the caller's rules
+    estimate = observe.estimate_memory(config, mesh, rules)
+  log_lib.info("%s", estimate.describe())
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
@@ -356,14 +237,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   config_checks.check_pretrain_config(config)
   workdir = config_checks.prepare_workdir(workdir)
   t = config.train
-  stored = trainer.finished(workdir, FINAL_FILE, t.num_train_steps, config)
+  stored = trainer.finished(workdir, FINAL_FILE, t.num_train_steps, config,
+                            MAY_CHANGE_ON_RESUME)
   if stored is not None:
     _report(stored, config)
     return {"eval": stored["eval"], "fill_mask": stored["fill_mask"]}
 
   mesh = parallel.create_mesh(config.mesh)
   rules = parallel.logical_axis_rules(config.mesh)
-  check_fits_mesh(config, mesh, rules)  # before any data work
+  setup_lib.check_fits_mesh(config, mesh, rules)  # before any data work
   log_lib.info("mesh %s over %d devices, %d processes", dict(mesh.shape),
                jax.device_count(), jax.process_count())
 
@@ -371,9 +253,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   log_lib.info("examples: %d train, %d eval; vocab %d",
                _num_examples(data.train_examples), _num_examples(data.eval_examples),
                data.tokenizer.vocab_size)
-  setup = Setup(config, mesh, rules)
+  setup = setup_lib.pretraining(config, mesh, rules)
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-    p_eval_step = jax.jit(functools.partial(eval_step,
+    p_eval_step = jax.jit(functools.partial(pretrain_steps.eval_step,
                                             baseline_token=data.most_frequent_token),
                           in_shardings=(setup.shardings, parallel.batch_sharding(mesh)),
                           out_shardings=parallel.replicated(mesh))
@@ -385,6 +267,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     result = trainer.train(
         workdir=workdir, config=config, mesh=mesh, rules=rules, created=setup.created,
         p_train_step=setup.p_train_step, fresh_start=_params_from_init_from(config, setup),
+        may_change_on_resume=MAY_CHANGE_ON_RESUME,
+        start_report=functools.partial(_report_start, config, mesh, rules),
         batches=make_loader(data.train_examples, data, config, seed=config.seed,
                             shuffle=True, repeat=True),
         evaluate=evaluate_fn, loop=trainer.Loop(
@@ -421,7 +305,7 @@ def _params_from_init_from(config, setup):
   def fresh_start(state):
     log_lib.info("params from %s (fresh optimizer state and schedule)", init_from)
     return state.replace(params=checkpoint_lib.restore_params(
-        os.path.join(init_from, "checkpoints"), target=setup.created.abstract_state().params))
+        os.path.join(init_from, "checkpoints"), target=setup.abstract_state().params))
   return fresh_start
 
 

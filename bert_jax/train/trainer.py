@@ -31,17 +31,18 @@ from bert_jax.train import checkpoint as checkpoint_lib
 from bert_jax.train import logging as log_lib
 from bert_jax.train import preemption, state as state_lib
 
-# Fields that may differ from a resumed run's config.json: they change how long the
-# run goes, how often it logs/saves, where it runs, or the encoder's memory layout,
-# not what a finished step means. Extending a run (more steps or epochs) also moves
-# the LR schedule's end (and, through the size argument, `warmup_steps`): allowed.
+# Fields of every job's config that may differ from a resumed run's config.json: they
+# change how long the run goes, how often it logs/saves, where it runs, or the
+# encoder's memory layout, not what a finished step means. Extending a run (more
+# steps) also moves the LR schedule's end (and, through the size argument,
+# `warmup_steps`): allowed. Each job adds its own (`pretrain.MAY_CHANGE_ON_RESUME`,
+# `finetune.MAY_CHANGE_ON_RESUME`) and passes the whole tuple to `train`/`finished`.
 MAY_CHANGE_ON_RESUME = (
-    "train.num_train_steps", "train.warmup_steps", "train.num_epochs",
+    "train.num_train_steps", "train.warmup_steps",
     "train.log_every_steps", "train.eval_every_steps", "train.eval_batches",
     "train.checkpoint_every_steps", "train.checkpoint_keep", "train.profile_steps",
-    "mesh.", "distributed.", "data.loader_prefetch_threads", "data.predict_test",
+    "mesh.", "distributed.", "data.loader_prefetch_threads",
     "model.scan_layers", "model.remat_policy", "model.attention_impl", "model.fused_qkv",
-    "fill_mask_text",
 )
 
 
@@ -122,29 +123,32 @@ def _flat(tree: dict, prefix: str = "") -> dict:
   return out
 
 
-def config_differences(old: dict, new: dict) -> list[str]:
-  """Fields (dotted) whose values differ, except those in MAY_CHANGE_ON_RESUME."""
+def config_differences(old: dict, new: dict,
+                       may_change: tuple[str, ...] = MAY_CHANGE_ON_RESUME) -> list[str]:
+  """Fields (dotted) whose values differ, except those in `may_change` (a field, or a
+  prefix ending in '.')."""
   a, b = _flat(old), _flat(new)
   changed = [k for k in sorted(set(a) | set(b))
              if a.get(k, "<absent>") != b.get(k, "<absent>")]
   return [k for k in changed if not any(
-      k == f or (f.endswith(".") and k.startswith(f)) for f in MAY_CHANGE_ON_RESUME)]
+      k == f or (f.endswith(".") and k.startswith(f)) for f in may_change)]
 
 
 def config_json(config) -> str:
   return config.to_json_best_effort(indent=2, sort_keys=True)
 
 
-def check_same_run(workdir: str, config) -> None:
-  """An existing `workdir/config.json` that differs (outside MAY_CHANGE_ON_RESUME) is
-  an error naming the fields; the file is kept as it is."""
+def check_same_run(workdir: str, config,
+                   may_change: tuple[str, ...] = MAY_CHANGE_ON_RESUME) -> None:
+  """An existing `workdir/config.json` that differs (outside `may_change`) is an error
+  naming the fields; the file is kept as it is."""
   path = os.path.join(workdir, "config.json")
   if not os.path.isfile(path):
     return
   with open(path, encoding="utf-8") as f:
     old = json.load(f)
   new = json.loads(config_json(config))
-  bad = config_differences(old, new)
+  bad = config_differences(old, new, may_change)
   if bad:
     shown = ", ".join(f"{k}: {_flat(old).get(k, '<absent>')!r} -> "
                       f"{_flat(new).get(k, '<absent>')!r}" for k in bad[:8])
@@ -154,14 +158,15 @@ def check_same_run(workdir: str, config) -> None:
         "config (config.json is kept as it is)")
 
 
-def check_and_write_config(workdir: str, config, resuming: bool) -> None:
+def check_and_write_config(workdir: str, config, resuming: bool,
+                           may_change: tuple[str, ...] = MAY_CHANGE_ON_RESUME) -> None:
   """Writes `workdir/config.json`, after `check_same_run` when resuming.
 
   Called once the run is about to start (every input checked), so a run that fails
   validation leaves the workdir's config.json as it was.
   """
   if resuming:
-    check_same_run(workdir, config)
+    check_same_run(workdir, config, may_change)
   write_json_atomic(os.path.join(workdir, "config.json"), json.loads(config_json(config)))
 
 
@@ -174,7 +179,8 @@ def write_json_atomic(path: str, obj) -> None:
     os.replace(tmp, path)
 
 
-def finished(workdir: str, filename: str, num_train_steps: int, config) -> dict | None:
+def finished(workdir: str, filename: str, num_train_steps: int, config,
+             may_change: tuple[str, ...] = MAY_CHANGE_ON_RESUME) -> dict | None:
   """The stored final figures of a run that reached `num_train_steps` (and still holds
   that step's checkpoint).
 
@@ -193,23 +199,11 @@ def finished(workdir: str, filename: str, num_train_steps: int, config) -> dict 
   ckpt.close()
   if not last_kept:   # its last checkpoint was lost: the run redoes the last steps
     return None
-  check_same_run(workdir, config)
+  check_same_run(workdir, config, may_change)
   return stored
 
 
 # ------------------------------------------------------------------ start hooks
-
-
-def _report_start(config, mesh, rules, state) -> None:
-  """Before the first compile: parameters per module and, for pretraining, the memory
-  estimate per device (`bert_jax/observe.py`)."""
-  from bert_jax import observe
-  log_lib.info("parameters per module:\n%s",
-               observe.format_param_summary(observe.param_summary(state.params)))
-  if config.get("job") == "pretrain":   # the estimate models the pretraining step
-    with nn.logical_axis_rules(()):      # abstract init: not under the caller's rules
-      estimate = observe.estimate_memory(config, mesh, rules)
-    log_lib.info("%s", estimate.describe())
 
 
 def _step_profiler(workdir: str, loop: Loop):
@@ -253,14 +247,20 @@ def log_train(writer, progress, step: int, metrics: dict,
 def train(*, workdir: str, config, mesh, rules, created: Created, p_train_step,
           batches: Batches, evaluate: Callable[[Any, int], dict[str, float]],
           loop: Loop, on_start: Callable[[], None] | None = None,
-          fresh_start: Callable[[Any], Any] | None = None) -> Result:
+          fresh_start: Callable[[Any], Any] | None = None,
+          start_report: Callable[[Any], None] | None = None,
+          may_change_on_resume: tuple[str, ...] = MAY_CHANGE_ON_RESUME) -> Result:
   """Restores, checks/writes config.json, then trains to `loop.num_train_steps`.
 
   `evaluate(state, step)` returns flat scalars (written as `eval/<name>`; the one
   named `loop.best_metric` ranks checkpoints). `on_start()` writes the job's own
   workdir files once the config check passed. `fresh_start(state) -> state` adjusts
   the initial state of a run with no checkpoint to resume (e.g. params from another
-  run). Every process runs this; files are written by process 0.
+  run, a fine-tuning source model): it is not called on resume. `start_report(state)`
+  logs what the job wants known before the first compile (parameters, memory).
+  `may_change_on_resume`: the config fields a resumed run may change (this module's
+  MAY_CHANGE_ON_RESUME plus the job's own). Every process runs this; files are
+  written by process 0.
   """
   log_lib.quiet_libraries()
   state = created.state
@@ -278,12 +278,14 @@ def train(*, workdir: str, config, mesh, rules, created: Created, p_train_step,
       log_lib.info("no complete checkpoint in %s: starting from scratch", ckpt.directory)
     if fresh_start is not None:
       state = fresh_start(state)
-  check_and_write_config(workdir, config, resuming=resumed is not None)
+  check_and_write_config(workdir, config, resuming=resumed is not None,
+                         may_change=may_change_on_resume)
   if on_start is not None:
     on_start()
 
   start = int(jax.device_get(state.step))
-  _report_start(config, mesh, rules, state)
+  if start_report is not None:
+    start_report(state)
   profiler = _step_profiler(workdir, loop)
   saved_config = json.dumps(json.loads(config_json(config)))
   writer = log_lib.MetricWriter(workdir)
