@@ -47,6 +47,12 @@ EXTRAS = {
         "tensorflow-cpu>=2.15; platform_system == 'Linux' and platform_machine == 'x86_64'",
         "tensorflow>=2.15; platform_system != 'Linux' or platform_machine != 'x86_64'",
     ],
+    # libtpu, for TPUs and for compiling TPU programs on any Linux host without one
+    # (`python -m bert_jax.aot`, the compile-and-fit tests); jax's own extra picks the
+    # libtpu that matches the installed jax.
+    "tpu": [
+        "jax[tpu]>=0.10; platform_system == 'Linux'",
+    ],
 }
 
 setup(

@@ -45,6 +45,49 @@ PEAK_TFLOPS: dict[str, float] = {
 }
 
 
+# Memory per chip (one JAX device), GiB, from the vendors' datasheets. Matched as
+# PEAK_TFLOPS is. For TPUs, libtpu's compiler reports a little less as usable (a v5e
+# chip: 15.75 of 16 GiB), and it is the compiler that refuses a program that does not
+# fit; `bert_jax/aot.py` prints both.
+HBM_GIB: dict[str, float] = {
+    "h100": 80.0,
+    "h200": 141.0,
+    "gh200": 96.0,
+    "a100": 40.0,
+    "a100-sxm4-80gb": 80.0,
+    "a100 80gb": 80.0,
+    "tpu v4": 32.0,
+    "tpu v5 lite": 16.0,
+    "tpu v5e": 16.0,
+    "tpu v5p": 95.0,
+    "tpu v5": 95.0,
+    "tpu v6 lite": 32.0,
+    "tpu v6e": 32.0,
+}
+
+
+def _lookup(table: dict[str, float], device_kind: str | None) -> float:
+  """`table`'s value for the longest key inside the lower-cased `device_kind`
+  (default: `jax.devices()[0]`'s), NaN if none."""
+  if device_kind is None:
+    import jax  # here, so that PyTorch-only processes can use this module without JAX
+    device_kind = jax.devices()[0].device_kind
+  kind = device_kind.lower()
+  for key in sorted(table, key=len, reverse=True):
+    if key in kind:
+      return table[key]
+  return math.nan
+
+
+def hbm_gib(device_kind: str | None = None) -> float:
+  """Memory of one `device_kind` chip in GiB (HBM_GIB), NaN if unknown (CPUs).
+
+  >>> hbm_gib("TPU v5 lite"), hbm_gib("NVIDIA A100-SXM4-80GB"), hbm_gib("TPU v4")
+  (16.0, 80.0, 32.0)
+  """
+  return _lookup(HBM_GIB, device_kind)
+
+
 def peak_tflops(device_kind: str | None = None) -> float:
   """Dense bf16 peak TFLOP/s of `device_kind` (default: `jax.devices()[0]`'s); NaN if
   unknown (CPUs), so MFU comes out NaN rather than a made-up figure.
@@ -52,14 +95,7 @@ def peak_tflops(device_kind: str | None = None) -> float:
   >>> peak_tflops("NVIDIA H100 80GB HBM3"), peak_tflops("TPU v5 lite")
   (989.0, 197.0)
   """
-  if device_kind is None:
-    import jax  # here, so that PyTorch-only processes can use this module without JAX
-    device_kind = jax.devices()[0].device_kind
-  kind = device_kind.lower()
-  for key in sorted(PEAK_TFLOPS, key=len, reverse=True):
-    if key in kind:
-      return PEAK_TFLOPS[key]
-  return math.nan
+  return _lookup(PEAK_TFLOPS, device_kind)
 
 
 def forward_flops(model_cfg, batch: int, seq: int, predictions: int) -> float:

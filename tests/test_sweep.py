@@ -136,11 +136,11 @@ SWEEP_FILES = sorted(
 @pytest.mark.parametrize("spec", SWEEP_FILES + [
     "experiments/sweeps/glue.py:task=mnli,size=large", "experiments/sweeps/squad.py:task=squad_v2.0"])
 def test_every_sweep_file_names_fields_its_base_config_has(spec, monkeypatch):
-  from bert_jax import main
+  from bert_jax import cli
   sweep = sweep_lib.load_sweep(os.path.join(REPO, spec))
   args = sweep_lib.main_args(sweep, sweep_lib.points(sweep)[-1], "/w")[:-1]
   monkeypatch.chdir(REPO)
-  problem = main._unknown_override(args)
+  problem = cli.unknown_override(args)
   if problem and "model." in problem and spec.split("/")[-1][:-3] in problem:
     pytest.skip(f"an issue-12 switch not on this branch yet: {problem}")
   assert problem is None, problem

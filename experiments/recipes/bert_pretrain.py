@@ -11,6 +11,11 @@ GELU, uncased WordPiece vocabulary of 30,522.
   python -m bert_jax.main --workdir=gs://BUCKET/bert_base \
       --config=experiments/recipes/bert_pretrain.py:size=base,p128=/data/p128,p512=/data/p512
   # on a pod: python -m launch.tpu_pod --name=... --zone=... --accelerator=v4-32 -- <the same>
+  # check it there first, from any host: python -m bert_jax.aot --config=<the same> --topology=v4-32
+
+The pod slice each size is meant for (TOPOLOGY): the paper trained BERT-base on 4 Cloud
+TPUs (16 chips) and BERT-large on 16 (64 chips); here the v4 slices of as many chips,
+v4-32 and v4-128 (tests/test_recipes.py compiles both phases there and checks they fit).
 
 Paper figures (the released checkpoints fine-tuned): see experiments/sweeps/glue.py and
 squad.py. The sizes are configs/common.py SIZES; layers are scanned (flat compile time).
@@ -23,6 +28,7 @@ from experiments import recipes
 
 STEPS = 1_000_000
 PHASE2_START = 900_000   # 90% of the steps at length 128, the rest at 512
+TOPOLOGY = {"base": "v4-32", "large": "v4-128"}   # Cloud TPU accelerator type per size
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:

@@ -17,6 +17,12 @@ microbatch fits the devices.
       --config=experiments/recipes/lamb_pretrain.py:phase=1,data=/data/p128,accum=64
   python -m bert_jax.main --workdir=gs://BUCKET/lamb_p2 \
       --config=experiments/recipes/lamb_pretrain.py:phase=2,data=/data/p512,accum=128,init=gs://BUCKET/lamb_p1
+
+The pod slice (TOPOLOGY): v4-256 (128 chips), where the default accumulation gives 8
+sequences per chip per microbatch in phase 1 and 2 in phase 2 (tests/test_recipes.py
+compiles both phases there and checks they fit). The paper ran 1,024 TPUv3 chips; on a
+slice that large lower `accum` (e.g. 16 / 32 on v4-1024) so that each microbatch still
+splits over every chip.
 """
 
 import ml_collections
@@ -25,6 +31,7 @@ from configs import pretrain
 from experiments import recipes
 
 # phase: (global batch, length, predictions, steps, lr, warmup steps)
+TOPOLOGY = "v4-256"   # Cloud TPU accelerator type (128 chips)
 PHASES = {
     1: (65_536, 128, 20, 7_038, 6e-3, 2_000),
     2: (32_768, 512, 80, 1_563, 4e-3, 200),

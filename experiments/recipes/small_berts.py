@@ -11,6 +11,9 @@ Named sizes: L2/H128 BERT-Tiny, L4/H256 BERT-Mini, L4/H512 BERT-Small, L8/H512
 BERT-Medium, L12/H768 BERT-Base. Their GLUE test scores (release README, after the
 best of batch {8, 16, 32, 64, 128} x lr {3e-4, 1e-4, 5e-5, 3e-5}, 4 epochs): Tiny 64.2,
 Mini 65.8, Small 71.2, Medium 73.5 (GLUE score).
+
+The pod slice (TOPOLOGY): a v5e-8 (8 chips, 16 GiB each), 32 sequences per chip
+(tests/test_recipes.py compiles the smallest and the widest there and checks they fit).
 """
 
 import ml_collections
@@ -18,6 +21,7 @@ import ml_collections
 from experiments import recipes
 from experiments.recipes import bert_pretrain
 
+TOPOLOGY = "v5e-8"   # Cloud TPU accelerator type
 LAYERS = (2, 4, 6, 8, 10, 12)
 HIDDEN = (128, 256, 512, 768)
 NAMED = {(2, 128): "tiny", (4, 256): "mini", (4, 512): "small", (8, 512): "medium",

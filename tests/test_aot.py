@@ -1,0 +1,118 @@
+"""bert_jax/aot.py: the job's real train step compiled for TPU slices on this CPU host
+(libtpu compile-only devices). XLA's memory and cost figures are checked against
+independent ones: the model-FLOPs formula (itself checked against the model's dot
+products in test_perf.py), a directly compiled unrolled step, and the fit verdict of
+libtpu's own compiler (which refuses a program larger than the chip's HBM)."""
+import importlib.util
+import os
+import subprocess
+import sys
+
+import pytest
+
+from bert_jax import aot, observe, parallel, perf
+from configs import finetune_glue, pretrain
+
+pytestmark = pytest.mark.skipif(importlib.util.find_spec("libtpu") is None,
+                                reason="needs libtpu: pip install -e '.[tpu]'")
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+V5E_4 = "v5e:2x2"
+
+
+def test_accelerator_types_become_topology_names():
+  assert [aot.topology_name(t) for t in ("v4-8", "v4-32", "v4-128", "v5p-8", "v5e-8",
+                                         "v5e-256", "v6e-4", "v5e:4x8")] == [
+      "v4:2x2x1", "v4:2x2x4", "v4:4x4x4", "v5p:2x2x1", "v5e:2x4", "v5e:16x16",
+      "v6e:2x2", "v5e:4x8"]
+  for bad, word in (("v4-7", "multiple"), ("v5e-12", "power of two"), ("tpu", "expected")):
+    with pytest.raises(ValueError, match=word):
+      aot.topology_name(bad)
+  devices = aot.topology_devices("v4-16")
+  assert len(devices) == 8 and devices[0].device_kind == "TPU v4"
+
+
+def tiny(**fields):
+  c = pretrain.get_config("mini,vocab=4096,seq=128,batch=32,steps=5000,mesh=fsdp")
+  c.model.dtype = "bfloat16"
+  c.model.scan_layers = True
+  for key, value in fields.items():
+    c.update_from_flattened_dict({key: value})
+  return c
+
+
+@pytest.mark.parametrize("accum", [1, 2])
+def test_cost_of_the_scanned_step_is_the_unrolled_steps(accum):
+  """XLA counts a while body once: the 1-and-2-layer extrapolation must give what
+  compiling the whole unrolled, unaccumulated step gives (flops for any accumulation;
+  time exactly without it, and over-estimated with it: the optimizer update is counted
+  per microbatch), and its flops must be the model FLOPs formula's (plus softmax, norm
+  and optimizer arithmetic)."""
+  c = tiny(**{"train.grad_accum_steps": accum})
+  devices = aot.topology_devices(V5E_4)
+  mesh = parallel.create_mesh(c.mesh, devices)
+  estimated = aot.unrolled_cost(c, mesh)
+  whole = c.copy_and_resolve_references()
+  whole.model.scan_layers, whole.train.grad_accum_steps = False, 1
+  direct = aot.xla_cost(aot.compile_step(whole, mesh))
+  assert estimated.flops == pytest.approx(direct.flops, rel=0.01)
+  if accum == 1:
+    assert estimated.optimal_seconds == pytest.approx(direct.optimal_seconds, rel=0.02)
+    model = perf.train_flops(c.model, 32, 128, c.data.max_predictions_per_seq) / len(devices)
+    assert model <= direct.flops <= 1.15 * model
+    scanned = aot.xla_cost(aot.compile_step(c, mesh))
+    assert scanned.flops < 0.7 * direct.flops   # the under-count being corrected
+  else:
+    assert estimated.optimal_seconds > direct.optimal_seconds
+
+
+def run_aot(*args):
+  env = dict(os.environ, PYTHONPATH=REPO)
+  return subprocess.run([sys.executable, "-m", "bert_jax.aot", *args], cwd=REPO, env=env,
+                        capture_output=True, text=True, timeout=600)
+
+
+def test_cli_prints_the_table():
+  out = run_aot("--config=configs/pretrain.py:mini,vocab=4096,seq=128,batch=32,mesh=fsdp",
+                "--config.model.dtype=bfloat16", "--topology=v5e-4")
+  assert out.returncode == 0, out.stderr[-2000:]
+  lines = dict(line.split("  ", 1) for line in out.stdout.splitlines() if "  " in line)
+  assert "4 x TPU v5 lite" in lines["topology"] and "'fsdp': 4" in lines["topology"]
+  assert "of 16.00 GiB HBM: fits" in lines["XLA memory per chip"]
+  assert "estimate, not a measurement" in lines["step time (XLA cost model)"]
+  assert "for 1,200 steps" in lines["time to train"]
+
+
+BERT_LARGE_512 = ("--config=configs/pretrain.py:large,vocab=30522,seq=512,batch=256,mesh=fsdp",
+                  "--config.data.max_predictions_per_seq=80", "--config.model.dtype=bfloat16",
+                  "--config.model.scan_layers=True")
+
+
+def test_a_step_too_big_for_the_chip_stops_with_one_line_and_exit_2():
+  """BERT-large, length 512, 64 sequences per v5e chip, no remat: libtpu refuses it."""
+  out = run_aot(*BERT_LARGE_512, f"--topology={V5E_4}", "--nocost")
+  assert out.returncode == 2, out.stderr[-2000:]
+  errors = [line for line in out.stderr.splitlines() if line.startswith("error:")]
+  assert len(errors) == 1 and not out.stdout.strip()
+  for word in ("does not fit TPU v5 lite", "exceeds available HBM", "train.global_batch_size",
+               "mesh.shape", "model.remat_policy", "train.grad_accum_steps"):
+    assert word in errors[0]
+
+
+@pytest.mark.parametrize("field,value", [("model.remat_policy", "full"),
+                                         ("train.grad_accum_steps", 8)])
+def test_remat_or_accumulation_makes_it_fit(field, value):
+  c = pretrain.get_config("large,vocab=30522,seq=512,batch=256,mesh=fsdp")
+  c.data.max_predictions_per_seq = 80
+  c.model.dtype, c.model.scan_layers = "bfloat16", True
+  c.update_from_flattened_dict({field: value})
+  report = aot.check(c, V5E_4, cost=False)
+  assert report.fits and report.memory.total < 15.75 * observe.GIB
+  # The project's estimate against libtpu's compiled figure (issue: within 15%).
+  assert report.estimate.total == pytest.approx(report.memory.total, rel=0.15)
+
+
+def test_a_finetuning_job_compiles_its_own_step():
+  c = finetune_glue.get_config("task=mnli,batch=32,seq=128")
+  c.model.dtype = "bfloat16"
+  report = aot.check(c, V5E_4, cost=False)
+  assert report.job == "classification" and report.fits and report.estimate is None
