@@ -7,7 +7,8 @@ Reads the Chrome trace (`perfetto_trace.json.gz`, or any `*.trace.json.gz`) that
 `bert_jax.train.profiling.StepProfiler` writes next to the XSpace; standard library
 only, so it runs wherever the trace is (no TensorFlow or xprof needed). Which events
 count as device operations:
-  - GPU/TPU: every event on a `/device:...` process (on the threads named like
+  - GPU/TPU: every event on a `/device:...` process that has events, libtpu's
+    `/device:CUSTOM:...` tracers excepted (on the threads named like
     'XLA Ops' when there are such; the module and step summary lines are skipped);
   - CPU: the events of the host threads that run XLA's compiled code (thread names
     holding 'XLA' or 'Eigen', or events named like HLO instructions), Python and
@@ -77,7 +78,11 @@ def load_events(trace_path: str) -> tuple[list[dict], dict, dict]:
 
 def device_events(events, processes, threads) -> tuple[list[dict], str]:
   """The events that are device operations (module docstring), and where they ran."""
-  device_pids = {p for p, n in processes.items() if "/device:" in n}
+  # libtpu, once installed, adds a "/device:CUSTOM:Megascale Trace" process (its
+  # DCN tracer) to every trace, CPU runs included: not a device that runs ops.
+  device_pids = {p for p, n in processes.items()
+                 if "/device:" in n and "/device:CUSTOM" not in n}
+  device_pids &= {e["pid"] for e in events}
   if device_pids:
     on_device = [e for e in events if e["pid"] in device_pids]
     names = {k: v for k, v in threads.items() if k[0] in device_pids}
