@@ -13,7 +13,7 @@ best of batch {8, 16, 32, 64, 128} x lr {3e-4, 1e-4, 5e-5, 3e-5}, 4 epochs): Tin
 Mini 65.8, Small 71.2, Medium 73.5 (GLUE score).
 
 The pod slice (TOPOLOGY): a v5e-8 (8 chips, 16 GiB each), 32 sequences per chip
-(tests/test_recipes.py compiles the smallest and the widest there and checks they fit).
+(`BERT_JAX_RECIPES_ON_TPU=1 pytest tests/test_recipes.py` compiles the smallest and the widest there and checks they fit).
 """
 
 import ml_collections
