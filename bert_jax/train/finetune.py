@@ -43,7 +43,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from bert_jax import config_checks, observe, parallel, perf
+from bert_jax import config_checks, observe, parallel, perf, storage
 from bert_jax.config import ModelConfig
 from bert_jax.convert.native import TASK_FILE
 from bert_jax.data import tasks as tasks_lib
@@ -297,7 +297,8 @@ def write_task_files(workdir: str, task_json: dict, tokenizer_file: str) -> None
     if os.path.isfile(src) and os.path.abspath(src) != os.path.abspath(dst):
       shutil.copyfile(src, dst + ".tmp")
       os.replace(dst + ".tmp", dst)
-  trainer.write_json_atomic(os.path.join(workdir, TASK_FILE), task_json)
+  if jax.process_index() == 0:
+    storage.write_json_atomic(storage.join(workdir, TASK_FILE), task_json)
 
 
 def eval_history(workdir: str, eval_splits, steps_per_epoch: int) -> list[dict]:
@@ -465,6 +466,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         for split in task.eval_splits}}
   out = {"task": task.name, "select_metric": select, "best": best, "epochs": history,
          "best_step": best_step, "step": num_steps}
-  trainer.write_json_atomic(os.path.join(workdir, RESULTS_FILE), out)
+  if jax.process_index() == 0:
+    storage.write_json_atomic(storage.join(workdir, RESULTS_FILE), out)
   _print_results(out)
   return out

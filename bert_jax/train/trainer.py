@@ -26,7 +26,7 @@ import flax.linen as nn
 import jax
 import numpy as np
 
-from bert_jax import parallel, perf
+from bert_jax import parallel, perf, storage
 from bert_jax.train import checkpoint as checkpoint_lib
 from bert_jax.train import logging as log_lib
 from bert_jax.train import preemption, state as state_lib
@@ -167,16 +167,9 @@ def check_and_write_config(workdir: str, config, resuming: bool,
   """
   if resuming:
     check_same_run(workdir, config, may_change)
-  write_json_atomic(os.path.join(workdir, "config.json"), json.loads(config_json(config)))
-
-
-def write_json_atomic(path: str, obj) -> None:
-  """tmp + rename on process 0, so a kill never leaves half a file."""
   if jax.process_index() == 0:
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-      json.dump(obj, f, indent=2, sort_keys=True, default=float)
-    os.replace(tmp, path)
+    storage.write_json_atomic(storage.join(workdir, "config.json"),
+                              json.loads(config_json(config)))
 
 
 def finished(workdir: str, filename: str, num_train_steps: int, config,
