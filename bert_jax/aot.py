@@ -158,9 +158,15 @@ def job_setup(config, mesh, num_train_steps: int = 1000):
 
 def compile_step(config, mesh, num_train_steps: int = 1000):
   """The job's train step compiled for `mesh`; an out-of-memory compile becomes the
-  one-line ValueError of `check_fits`."""
+  one-line ValueError of `check_fits`.
+
+  Traced at the default matmul precision, as a TPU job runs: a process-wide `highest`
+  (the CPU tests set it) would ask Mosaic kernels (splash) for float32 products of
+  bfloat16 operands, which they refuse, and would multiply XLA's cost of every matmul.
+  """
   import jax
-  lowered = job_setup(config, mesh, num_train_steps).lower()
+  with jax.default_matmul_precision("default"):
+    lowered = job_setup(config, mesh, num_train_steps).lower()
   try:
     return lowered.compile()
   except jax.errors.JaxRuntimeError as e:

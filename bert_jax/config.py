@@ -25,8 +25,9 @@ import jax.numpy as jnp
 HIDDEN_ACTS = ("gelu", "gelu_new", "gelu_tanh", "gelu_pytorch_tanh", "relu", "geglu",
                "swiglu")
 # einsum: softmax(QK^T)V with attention dropout, runs everywhere; xla / cudnn:
-# jax.nn.dot_product_attention (cudnn = fused GPU kernel), no attention dropout.
-ATTENTION_IMPLS = ("einsum", "xla", "cudnn")
+# jax.nn.dot_product_attention (cudnn = fused GPU kernel), no attention dropout;
+# splash: the Pallas TPU kernel (models/splash.py; interpret mode off TPU), no dropout.
+ATTENTION_IMPLS = ("einsum", "xla", "cudnn", "splash")
 # none | full (recompute each layer) | dots (keep matmul outputs); see models/bert.py.
 REMAT_POLICIES = ("none", "full", "dots")
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}

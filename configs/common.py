@@ -56,7 +56,7 @@ def model_config(size: str, vocab_size: int = 30522) -> ml_collections.ConfigDic
   m.initializer_range = 0.02
   m.dtype = "float32"                # compute dtype: float32 | bfloat16
   m.param_dtype = "float32"          # parameter (and optimizer state) dtype
-  m.attention_impl = "einsum"        # einsum | xla | cudnn (jax.nn.dot_product_attention)
+  m.attention_impl = "einsum"        # einsum | xla | cudnn (dot_product_attention) | splash (TPU)
   # One nn.scan over the layers (params `encoder/layers/...` with a leading [num_layers]
   # axis): compile time flat in depth. False keeps `encoder/layer_{i}/...` (HF layout);
   # bert_jax/models/params.py converts params between the two.

@@ -37,6 +37,7 @@ import jax
 import jax.numpy as jnp
 
 from bert_jax.config import HIDDEN_ACTS, ModelConfig
+from bert_jax.models import splash
 
 Dtype = Any
 
@@ -245,8 +246,8 @@ def pin_to_embed(x):
   return nn.with_logical_constraint(x, ("batch",) + (None,) * (x.ndim - 2) + ("embed",))
 
 
-def attention_bias(attention_mask: jax.Array, dtype: Dtype) -> jax.Array:
-  """[batch, length] segment ids -> additive [batch, 1, query, key] bias.
+def attention_keep(attention_mask: jax.Array) -> jax.Array:
+  """[batch, length] segment ids -> boolean [batch, 1, query, key]: may query see key.
 
   0 marks padding; 1..k the k examples packed in a row (`bert_jax/data/packing.py`).
   A query attends to the non-padding keys of its own segment; a padding query to
@@ -255,8 +256,13 @@ def attention_bias(attention_mask: jax.Array, dtype: Dtype) -> jax.Array:
   """
   key = attention_mask[:, None, None, :]
   query = attention_mask[:, None, :, None]
-  keep = (key != 0) & ((query == key) | (query == 0))
-  return jnp.where(keep, jnp.zeros((), dtype), jnp.finfo(dtype).min)
+  return (key != 0) & ((query == key) | (query == 0))
+
+
+def attention_bias(attention_mask: jax.Array, dtype: Dtype) -> jax.Array:
+  """[batch, length] segment ids -> additive [batch, 1, query, key] bias (`attention_keep`)."""
+  return jnp.where(attention_keep(attention_mask), jnp.zeros((), dtype),
+                   jnp.finfo(dtype).min)
 
 
 def rotary(x: jax.Array, positions: jax.Array, base: float = 10000.0) -> jax.Array:
@@ -278,7 +284,7 @@ class SelfAttention(nn.Module):
   cfg: ModelConfig
 
   @nn.compact
-  def __call__(self, x, bias, positions, deterministic: bool):
+  def __call__(self, x, mask, positions, deterministic: bool):
     cfg = self.cfg
     head_dim = cfg.head_dim
     shape = (cfg.num_heads, head_dim)
@@ -296,22 +302,23 @@ class SelfAttention(nn.Module):
     q = nn.with_logical_constraint(q, ("batch", "length", "heads", "kv"))
     k = nn.with_logical_constraint(k, ("batch", "length", "heads", "kv"))
     v = nn.with_logical_constraint(v, ("batch", "length", "heads", "kv"))
+    if cfg.attention_impl != "einsum" and not deterministic and cfg.attention_dropout_prob > 0:
+      raise ValueError(
+          f"model.attention_impl={cfg.attention_impl!r} has no attention dropout; "
+          "set model.attention_dropout_prob=0.0 or use attention_impl='einsum'")
     if cfg.attention_impl == "einsum":
       scores = jnp.einsum("bqhd,bkhd->bhqk", q, k) / jnp.sqrt(head_dim).astype(q.dtype)
-      scores = scores.astype(jnp.float32) + bias  # softmax in float32
+      scores = scores.astype(jnp.float32) + attention_bias(mask, jnp.float32)  # float32
       probs = jax.nn.softmax(scores, axis=-1).astype(q.dtype)
       probs = nn.Dropout(cfg.attention_dropout_prob)(probs, deterministic=deterministic)
       context = jnp.einsum("bhqk,bkhd->bqhd", probs, v)
     elif cfg.attention_impl in ("xla", "cudnn"):
-      if not deterministic and cfg.attention_dropout_prob > 0:
-        raise ValueError(
-            f"model.attention_impl={cfg.attention_impl!r} has no attention dropout; "
-            "set model.attention_dropout_prob=0.0 or use attention_impl='einsum'")
-      # A boolean padding mask rather than the additive bias: cuDNN's fused kernel
-      # takes it natively (and skips fully masked blocks).
-      keep = bias > jnp.finfo(jnp.float32).min / 2   # [batch, 1, query, key]
+      # A boolean mask rather than the additive bias: cuDNN's fused kernel takes it
+      # natively (and skips fully masked blocks).
       context = jax.nn.dot_product_attention(
-          q, k, v, mask=keep, implementation=cfg.attention_impl)
+          q, k, v, mask=attention_keep(mask), implementation=cfg.attention_impl)
+    elif cfg.attention_impl == "splash":  # the Pallas TPU kernel (models/splash.py)
+      context = splash.attention(q, k, v, mask)
     else:
       raise AssertionError(cfg.attention_impl)  # ModelConfig validated it
     context = nn.with_logical_constraint(context, ("batch", "length", "heads", "kv"))
@@ -331,17 +338,17 @@ def _residual(cfg, x, sublayer: Callable, norm_name: str, deterministic: bool):
   return norm(x + drop(sublayer(x), deterministic=deterministic))
 
 
-def attention_sublayer(cfg, x, bias, positions, deterministic: bool):
+def attention_sublayer(cfg, x, mask, positions, deterministic: bool):
   """Self-attention with its residual and norm ('attention', 'attention_layer_norm')."""
-  attend = lambda h: SelfAttention(cfg, name="attention")(h, bias, positions,  # noqa: E731
+  attend = lambda h: SelfAttention(cfg, name="attention")(h, mask, positions,  # noqa: E731
                                                           deterministic)
   return _residual(cfg, x, attend, "attention_layer_norm", deterministic)
 
 
-def ffn_sublayer(cfg, x, bias, positions, deterministic: bool):
+def ffn_sublayer(cfg, x, mask, positions, deterministic: bool):
   """Feed-forward with its residual and norm ('intermediate', [gated: 'intermediate_gate'],
   'output', 'output_layer_norm')."""
-  del bias, positions
+  del mask, positions
 
   def ffn(h):
     up = dense(cfg, cfg.intermediate_size, ("embed", "mlp"), "intermediate", cfg.use_bias)
@@ -372,9 +379,9 @@ class SharedSublayers(nn.Module):
   parts: tuple[str, ...]
 
   @nn.compact
-  def __call__(self, x, bias, positions, deterministic: bool):
+  def __call__(self, x, mask, positions, deterministic: bool):
     for part in self.parts:
-      x = SUBLAYERS[part](self.cfg, x, bias, positions, deterministic)
+      x = SUBLAYERS[part](self.cfg, x, mask, positions, deterministic)
     return x
 
 
@@ -389,16 +396,16 @@ class TransformerLayer(nn.Module):
   scan_carry: bool = False
 
   @nn.compact
-  def __call__(self, x, bias, positions, shared, deterministic: bool):
+  def __call__(self, x, mask, positions, shared, deterministic: bool):
     cfg = self.cfg
     shared_parts = SHARED_SUBLAYERS[cfg.share_layers]
     for part in ("attention", "ffn"):
       if part in shared_parts:
         rngs = {} if deterministic else {"dropout": self.make_rng("dropout")}
         x = SharedSublayers(cfg, (part,), parent=None).apply(
-            {"params": shared}, x, bias, positions, deterministic, rngs=rngs)
+            {"params": shared}, x, mask, positions, deterministic, rngs=rngs)
       else:
-        x = SUBLAYERS[part](cfg, x, bias, positions, deterministic)
+        x = SUBLAYERS[part](cfg, x, mask, positions, deterministic)
     x = nn.with_logical_constraint(x, ("batch", "length", "embed"))
     return (x, None) if self.scan_carry else x
 
@@ -414,7 +421,7 @@ def layer_class(cfg, scan_carry: bool = False):
   """TransformerLayer, wrapped in `nn.remat` as `model.remat_policy` asks."""
   if cfg.remat_policy == "none":
     return TransformerLayer
-  # static_argnums counts `self`: (self, x, bias, positions, shared, deterministic).
+  # static_argnums counts `self`: (self, x, mask, positions, shared, deterministic).
   return nn.remat(TransformerLayer, policy=REMAT_POLICIES[cfg.remat_policy],
                   static_argnums=(5,), prevent_cse=not scan_carry)
 
@@ -426,25 +433,25 @@ class Encoder(nn.Module):
   cfg: ModelConfig
 
   @nn.compact
-  def __call__(self, x, bias, positions, deterministic: bool):
+  def __call__(self, x, mask, positions, deterministic: bool):
     cfg = self.cfg
     shared = None
     if SHARED_SUBLAYERS[cfg.share_layers]:
       block = SharedSublayers(cfg, SHARED_SUBLAYERS[cfg.share_layers])
       shared = self.param("shared", lambda rng: block.init(
-          {"params": rng}, x, bias, positions, True)["params"])
+          {"params": rng}, x, mask, positions, True)["params"])
     if cfg.scan_layers:
       scanned = nn.scan(
           layer_class(cfg, scan_carry=True),
           variable_axes={"params": 0}, split_rngs={"params": True, "dropout": True},
           in_axes=(nn.broadcast,) * 4, length=cfg.num_layers,
           metadata_params={nn.PARTITION_NAME: "layers"})
-      x, _ = scanned(cfg, scan_carry=True, name="layers")(x, bias, positions, shared,
+      x, _ = scanned(cfg, scan_carry=True, name="layers")(x, mask, positions, shared,
                                                           deterministic)
     else:
       layer = layer_class(cfg)
       for i in range(cfg.num_layers):
-        x = layer(cfg, name=f"layer_{i}")(x, bias, positions, shared, deterministic)
+        x = layer(cfg, name=f"layer_{i}")(x, mask, positions, shared, deterministic)
     if cfg.norm_placement == "pre":
       x = layer_norm(cfg, "final_layer_norm")(x)
     return x
@@ -461,7 +468,7 @@ class BertModel(nn.Module):
 
   def __call__(self, input_ids, token_type_ids=None, attention_mask=None,
                deterministic: bool = True, position_ids=None):
-    """`attention_mask` holds 1/0 or segment ids (`attention_bias`); `position_ids`
+    """`attention_mask` holds 1/0 or segment ids (`attention_keep`); `position_ids`
     [batch, length] (packed rows: restarting at each segment) default to 0..length-1."""
     if token_type_ids is None:
       token_type_ids = jnp.zeros_like(input_ids)
@@ -471,7 +478,6 @@ class BertModel(nn.Module):
     if positions is None:
       positions = jnp.arange(input_ids.shape[-1])[None, :]   # [1, length]
     x = self.embeddings(input_ids, token_type_ids, position_ids, deterministic)
-    bias = attention_bias(attention_mask, jnp.float32)
-    sequence_output = self.encoder(x, bias, positions, deterministic)
+    sequence_output = self.encoder(x, attention_mask, positions, deterministic)
     pooled_output = jnp.tanh(self.pooler(sequence_output[:, 0]))
     return {"sequence_output": sequence_output, "pooled_output": pooled_output}
