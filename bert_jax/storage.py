@@ -138,11 +138,13 @@ def atomic_dir(dst: PathLike, error=FileExistsError):
 
 
 def _copy_tree(src: epath.Path, dst: epath.Path) -> None:
-  for root, _, files in src.walk():
-    out = dst / root.relative_to(src)
-    out.mkdir(parents=True, exist_ok=True)
-    for name in files:
-      (root / name).copy(out / name, overwrite=True)
+  """Copies the tree `src` to `dst` (iterdir, not walk: fsspec's walk drops `gs://`)."""
+  dst.mkdir(parents=True, exist_ok=True)
+  for child in src.iterdir():
+    if child.is_dir():
+      _copy_tree(child, dst / child.name)
+    else:
+      child.copy(dst / child.name, overwrite=True)
 
 
 def _default_permissions(root: str) -> None:

@@ -24,25 +24,27 @@ def _free_port() -> int:
 def emulator_env(port: int) -> dict[str, str]:
   """The variables that send gcsfs (and epath's fsspec backend) to the emulator."""
   return {"STORAGE_EMULATOR_HOST": f"http://127.0.0.1:{port}",
-          "GCSFS_DEFAULT_PROJECT": "test", "EPATH_USE_TF": "false"}
+          "GCSFS_DEFAULT_PROJECT": "test", "EPATH_USE_TF": "false",
+          # gcsfs's default ExtendedGcsFileSystem probes buckets over gRPC (zonal /
+          # HNS buckets), which the HTTP-only emulator cannot answer: it hangs.
+          "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false", "GCSFS_TOKEN": "anon"}
 
 
 @pytest.fixture(scope="session")
 def gcs_server():
   """(port) of a running in-memory emulator holding bucket `BUCKET`."""
+  port = _free_port()
+  saved = {k: os.environ.get(k) for k in emulator_env(port)}
+  os.environ.update(emulator_env(port))  # before gcsfs is imported (it reads one)
   pytest.importorskip("gcsfs", reason="gcsfs is not installed: no gs:// tests")
   server_lib = pytest.importorskip(
       "gcp_storage_emulator.server", reason="gcp-storage-emulator is not installed")
-  port = _free_port()
   server = server_lib.create_server("127.0.0.1", port, in_memory=True,
                                     default_bucket=BUCKET)
   thread = threading.Thread(target=server.start, daemon=True)
   thread.start()
-  saved = {k: os.environ.get(k) for k in emulator_env(port)}
-  os.environ.update(emulator_env(port))
   import fsspec  # pylint: disable=import-outside-toplevel
   fsspec.config.conf.setdefault("gcs", {})["token"] = "anon"
-  os.environ["GCSFS_TOKEN"] = "anon"
   yield port
   server.stop()
   for k, v in saved.items():
