@@ -142,11 +142,10 @@ def check_same_run(workdir: str, config,
                    may_change: tuple[str, ...] = MAY_CHANGE_ON_RESUME) -> None:
   """An existing `workdir/config.json` that differs (outside `may_change`) is an error
   naming the fields; the file is kept as it is."""
-  path = os.path.join(workdir, "config.json")
-  if not os.path.isfile(path):
+  path = storage.path(workdir) / "config.json"
+  if not path.is_file():
     return
-  with open(path, encoding="utf-8") as f:
-    old = json.load(f)
+  old = storage.read_json(path)
   new = json.loads(config_json(config))
   bad = config_differences(old, new, may_change)
   if bad:
@@ -180,11 +179,10 @@ def finished(workdir: str, filename: str, num_train_steps: int, config,
   Rerunning a finished command returns them and writes nothing; the same workdir
   with other settings is an error (`check_same_run`).
   """
-  path = os.path.join(workdir, filename)
-  if not os.path.isfile(path):
+  path = storage.path(workdir) / filename
+  if not path.is_file():
     return None
-  with open(path, encoding="utf-8") as f:
-    stored = json.load(f)
+  stored = storage.read_json(path)
   if stored.get("step") != num_train_steps:
     return None
   ckpt = checkpoint_lib.Checkpointer(os.path.join(workdir, "checkpoints"))
