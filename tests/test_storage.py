@@ -64,3 +64,12 @@ def test_remote_writes_and_dirs(gcs_bucket, tmp_path, monkeypatch):  # noqa: F81
   with storage.local_copy(dst) as local:
     assert open(os.path.join(local, "d", "a.txt")).read() == "x"
   assert not os.path.exists(tmp_path / "gs:")
+
+
+def test_unserialisable_json_keeps_the_old_file(tmp_path):
+  target = tmp_path / "results.json"
+  storage.write_json_atomic(target, {"a": 1})
+  with pytest.raises(TypeError):
+    storage.write_json_atomic(target, {"a": object()})
+  assert storage.read_json(target) == {"a": 1}
+  assert os.listdir(tmp_path) == ["results.json"]
