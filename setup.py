@@ -23,6 +23,7 @@ INSTALL_REQUIRES = [
     "safetensors>=0.4",
     "matplotlib>=3.7",           # sweep plots (experiments/report.py)
     "jieba>=0.42",               # Chinese word segmentation for whole-word masking
+    "etils[epath]",              # one path abstraction: local and gs:// (bert_jax/storage.py)
 ]
 
 EXTRAS = {

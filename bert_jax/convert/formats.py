@@ -15,14 +15,13 @@ that gives our ids (`hf_tokenizer.py`), or fails saying why it cannot.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import os
 import shutil
-import tempfile
 from typing import Any
 
+from bert_jax import storage
 from bert_jax.convert import hf, hf_tokenizer, native, tf
 from bert_jax.convert.common import ConversionError, complete_heads, flatten
 
@@ -112,37 +111,6 @@ def load(src: str, fmt: str = "auto", *, step: int | str | None = None,
   return loaded
 
 
-@contextlib.contextmanager
-def atomic_dir(dst: str):
-  """Yields a temporary sibling of `dst`, renamed to `dst` if the block succeeds."""
-  dst = os.path.abspath(dst)
-  if os.path.exists(dst) and (not os.path.isdir(dst) or os.listdir(dst)):
-    raise ConversionError(f"--dst {dst} already exists and is not empty")
-  parent = os.path.dirname(dst)
-  os.makedirs(parent, exist_ok=True)
-  tmp = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(dst)}.tmp-")
-  try:
-    yield tmp
-    _default_permissions(tmp)  # mkdtemp (and some writers) use owner-only modes
-    if os.path.isdir(dst):
-      os.rmdir(dst)  # empty (checked above)
-    os.rename(tmp, dst)
-  except BaseException:
-    shutil.rmtree(tmp, ignore_errors=True)
-    raise
-
-
-def _default_permissions(root: str) -> None:
-  umask = os.umask(0)
-  os.umask(umask)
-  os.chmod(root, 0o777 & ~umask)
-  for directory, dirs, files in os.walk(root):
-    for d in dirs:
-      os.chmod(os.path.join(directory, d), 0o777 & ~umask)
-    for f in files:
-      os.chmod(os.path.join(directory, f), 0o666 & ~umask)
-
-
 def save(loaded: Loaded, dst: str, fmt: str) -> dict:
   """Writes `loaded` as `fmt` ('hf' or 'bert_jax') to the new dir `dst`."""
   if fmt not in ("hf", "bert_jax"):
@@ -152,7 +120,7 @@ def save(loaded: Loaded, dst: str, fmt: str) -> dict:
                           f"({loaded.task['task']}): it exports with --to=hf; as a "
                           "starting point use it directly "
                           "(init=bert_jax:WORKDIR)")
-  with atomic_dir(dst) as tmp:
+  with storage.atomic_dir(dst, error=ConversionError) as tmp:
     if fmt == "hf":
       written = hf.write_hf_dir(tmp, loaded.params, loaded.model_config, loaded.task)
     else:

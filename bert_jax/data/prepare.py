@@ -42,7 +42,8 @@ import tqdm
 
 from bert_jax.data import corpora, masking, pretraining, segment, tokenizers
 from bert_jax.data import shards
-from bert_jax.data.shards import SHARD_SUFFIX, SPLITS, shard_name, write_json
+from bert_jax import storage
+from bert_jax.data.shards import SHARD_SUFFIX, SPLITS, shard_name
 
 MANIFEST = "manifest.json"
 FORMAT = "bert_jax.pretraining/1"
@@ -259,7 +260,7 @@ def prepare(args: argparse.Namespace) -> dict[str, Any]:
   core = {"options": _hashed_options(options), "tokenizer": tokenizer_info}
   options_hash = hashlib.sha256(json.dumps(core, sort_keys=True).encode()).hexdigest()
   _prepare_directory(directory, core, args.overwrite)
-  write_json(os.path.join(directory, "options.json"), core)
+  storage.write_json_atomic(storage.join(directory, "options.json"), core)
 
   stats: dict[str, int] = {}
   documents = corpora.iter_documents(options.corpus, options.on_bad_utf8, stats)
@@ -282,7 +283,7 @@ def prepare(args: argparse.Namespace) -> dict[str, Any]:
       "seconds": time.perf_counter() - started,
       "num_workers": workers,
   }
-  write_json(os.path.join(directory, MANIFEST), manifest)
+  storage.write_json_atomic(storage.join(directory, MANIFEST), manifest)
   return manifest
 
 

@@ -7,7 +7,6 @@ sidecar ``SHARD.json`` with its counts and the options hash that marks it finish
 """
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Sequence
@@ -15,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from bert_jax import storage
 from bert_jax.data import masking, pretraining, records, tokenizers
 
 if TYPE_CHECKING:
@@ -24,11 +24,6 @@ SHARD_SUFFIX = ".arrayrecord"
 SPLITS = ("train", "eval")
 _TOP_TOKENS = 64  # per shard, for the most-frequent-token baseline
 _WRITER_OPTIONS = "group_size:1,snappy"  # a record per chunk, cheap to decompress: random access
-
-
-def write_json(path: str, value: Any) -> None:
-  tokenizers._write_atomically(  # pylint: disable=protected-access
-      path, json.dumps(value, indent=2, sort_keys=True).encode("utf-8"))
 
 
 def shard_name(split: str, index: int) -> str:
@@ -133,5 +128,5 @@ def process_shard(task: tuple[str, str, int, list[list[str]], str]) -> dict[str,
       "top_tokens": _top_tokens(pairs, tok.first_normal_id),
       "seconds": time.perf_counter() - started,
   }
-  write_json(path + ".json", info)
+  storage.write_json_atomic(path + ".json", info)
   return info

@@ -17,12 +17,13 @@ import io
 import json
 import logging
 import os
-import tempfile
 import unicodedata
 from collections.abc import Iterable, Iterator, Sequence
 
 import numpy as np
 import sentencepiece as spm
+
+from bert_jax import storage
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 PAD_ID, UNK_ID, CLS_ID, SEP_ID, MASK_ID = range(len(SPECIAL_TOKENS))
@@ -38,21 +39,6 @@ _CJK_LEAD_BYTES = range(0xE3, 0xEE)
 _WHITESPACE_BYTES = frozenset(b"\t\n\v\f\r")
 
 logger = logging.getLogger(__name__)
-
-
-def _write_atomically(path: str, data: bytes) -> None:
-  """Writes ``data`` to ``path`` via a temporary file and ``os.replace``."""
-  directory = os.path.dirname(os.path.abspath(path))
-  os.makedirs(directory, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=directory, prefix=os.path.basename(path) + ".tmp")
-  try:
-    with os.fdopen(fd, "wb") as f:
-      f.write(data)
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise
 
 
 def _is_cjk_char(char: str) -> bool:
@@ -127,7 +113,7 @@ class SentencePieceTokenizer:
       raise ValueError(
           f"Training SentencePiece (vocab_size={vocab_size}, model_type={model_type!r}) "
           f"for {model_path} failed: {e}") from e
-    _write_atomically(model_path, model.getvalue())
+    storage.write_bytes_atomic(model_path, model.getvalue())
     return cls.load(model_path)
 
   @classmethod
@@ -287,7 +273,7 @@ def get_or_train_tokenizer(
   tokenizer = SentencePieceTokenizer.train(
       documents, model_path, vocab_size=vocab_size, model_type=model_type,
       input_sentence_size=input_sentence_size, seed=seed)
-  _write_atomically(options_path, json.dumps(options, indent=2, sort_keys=True).encode())
+  storage.write_json_atomic(options_path, options)
   return tokenizer
 
 

@@ -35,7 +35,6 @@ from __future__ import annotations
 import functools
 import json
 import os
-import shutil
 from typing import Any
 
 import flax.linen as nn
@@ -43,7 +42,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from bert_jax import config_checks, observe, parallel, perf
+from bert_jax import config_checks, observe, parallel, perf, storage
 from bert_jax.config import ModelConfig
 from bert_jax.convert.native import TASK_FILE
 from bert_jax.data import tasks as tasks_lib
@@ -289,15 +288,20 @@ def write_task_files(workdir: str, task_json: dict, tokenizer_file: str) -> None
   """Copies the tokenizer into `workdir/tokenizer/` and writes `task.json` (process 0)."""
   if jax.process_index() != 0:
     return
-  directory = os.path.join(workdir, "tokenizer")
-  os.makedirs(directory, exist_ok=True)
+  directory = storage.path(workdir) / "tokenizer"
   options = os.path.splitext(tokenizer_file)[0] + ".json"   # spm.json beside spm.model
-  for src in (tokenizer_file, options):
-    dst = os.path.join(directory, os.path.basename(src))
-    if os.path.isfile(src) and os.path.abspath(src) != os.path.abspath(dst):
-      shutil.copyfile(src, dst + ".tmp")
-      os.replace(dst + ".tmp", dst)
-  trainer.write_json_atomic(os.path.join(workdir, TASK_FILE), task_json)
+  for src in map(storage.path, (tokenizer_file, options)):
+    dst = directory / src.name
+    if src.is_file() and not _same_file(src, dst):
+      storage.write_bytes_atomic(dst, src.read_bytes())
+  storage.write_json_atomic(storage.join(workdir, TASK_FILE), task_json)
+
+
+def _same_file(a, b) -> bool:
+  """Whether epath paths `a` and `b` name one file (local paths compared absolute)."""
+  if storage.is_remote(a) or storage.is_remote(b):
+    return os.fspath(a) == os.fspath(b)
+  return os.path.abspath(a) == os.path.abspath(b)
 
 
 def eval_history(workdir: str, eval_splits, steps_per_epoch: int) -> list[dict]:
@@ -465,6 +469,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         for split in task.eval_splits}}
   out = {"task": task.name, "select_metric": select, "best": best, "epochs": history,
          "best_step": best_step, "step": num_steps}
-  trainer.write_json_atomic(os.path.join(workdir, RESULTS_FILE), out)
+  if jax.process_index() == 0:
+    storage.write_json_atomic(storage.join(workdir, RESULTS_FILE), out)
   _print_results(out)
   return out

@@ -18,7 +18,7 @@ import ml_collections
 import numpy as np
 from jax.experimental import multihost_utils
 
-from bert_jax import config_checks, observe, parallel, perf
+from bert_jax import config_checks, observe, parallel, perf, storage
 from bert_jax.data import corpora, grain_loader, masking, pretraining, tokenizers
 from bert_jax.train import logging as log_lib
 from bert_jax.train import checkpoint as checkpoint_lib
@@ -290,7 +290,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     eval_metrics = result.eval_metrics or evaluate_fn(result.state, result.step)
     fill = fill_mask(result.state, data.tokenizer, config.fill_mask_text)
   final = {"eval": eval_metrics, "fill_mask": fill, "step": result.step}
-  trainer.write_json_atomic(os.path.join(workdir, FINAL_FILE), final)
+  if jax.process_index() == 0:
+    storage.write_json_atomic(storage.join(workdir, FINAL_FILE), final)
   _report(final, config)
   return {"eval": eval_metrics, "fill_mask": fill}
 

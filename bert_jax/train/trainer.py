@@ -26,7 +26,7 @@ import flax.linen as nn
 import jax
 import numpy as np
 
-from bert_jax import parallel, perf
+from bert_jax import parallel, perf, storage
 from bert_jax.train import checkpoint as checkpoint_lib
 from bert_jax.train import logging as log_lib
 from bert_jax.train import preemption, state as state_lib
@@ -142,11 +142,10 @@ def check_same_run(workdir: str, config,
                    may_change: tuple[str, ...] = MAY_CHANGE_ON_RESUME) -> None:
   """An existing `workdir/config.json` that differs (outside `may_change`) is an error
   naming the fields; the file is kept as it is."""
-  path = os.path.join(workdir, "config.json")
-  if not os.path.isfile(path):
+  path = storage.path(workdir) / "config.json"
+  if not path.is_file():
     return
-  with open(path, encoding="utf-8") as f:
-    old = json.load(f)
+  old = storage.read_json(path)
   new = json.loads(config_json(config))
   bad = config_differences(old, new, may_change)
   if bad:
@@ -167,16 +166,9 @@ def check_and_write_config(workdir: str, config, resuming: bool,
   """
   if resuming:
     check_same_run(workdir, config, may_change)
-  write_json_atomic(os.path.join(workdir, "config.json"), json.loads(config_json(config)))
-
-
-def write_json_atomic(path: str, obj) -> None:
-  """tmp + rename on process 0, so a kill never leaves half a file."""
   if jax.process_index() == 0:
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-      json.dump(obj, f, indent=2, sort_keys=True, default=float)
-    os.replace(tmp, path)
+    storage.write_json_atomic(storage.join(workdir, "config.json"),
+                              json.loads(config_json(config)))
 
 
 def finished(workdir: str, filename: str, num_train_steps: int, config,
@@ -187,11 +179,10 @@ def finished(workdir: str, filename: str, num_train_steps: int, config,
   Rerunning a finished command returns them and writes nothing; the same workdir
   with other settings is an error (`check_same_run`).
   """
-  path = os.path.join(workdir, filename)
-  if not os.path.isfile(path):
+  path = storage.path(workdir) / filename
+  if not path.is_file():
     return None
-  with open(path, encoding="utf-8") as f:
-    stored = json.load(f)
+  stored = storage.read_json(path)
   if stored.get("step") != num_train_steps:
     return None
   ckpt = checkpoint_lib.Checkpointer(os.path.join(workdir, "checkpoints"))

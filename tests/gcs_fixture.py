@@ -1,0 +1,60 @@
+"""A local GCS emulator (`gcp-storage-emulator`) for the `gs://` tests.
+
+`gcs_bucket` starts the emulator in this process on a free 127.0.0.1 port, creates a
+bucket, points gcsfs at it (`STORAGE_EMULATOR_HOST`, anonymous token) and yields
+`gs://<bucket>`. Subprocesses inherit the environment. Skips when gcsfs or the
+emulator is not importable.
+"""
+import os
+import socket
+import threading
+import uuid
+
+import pytest
+
+BUCKET = "bert-jax-test"
+
+
+def _free_port() -> int:
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+def emulator_env(port: int) -> dict[str, str]:
+  """The variables that send gcsfs (and epath's fsspec backend) to the emulator."""
+  return {"STORAGE_EMULATOR_HOST": f"http://127.0.0.1:{port}",
+          "GCSFS_DEFAULT_PROJECT": "test", "EPATH_USE_TF": "false",
+          # gcsfs's default ExtendedGcsFileSystem probes buckets over gRPC (zonal /
+          # HNS buckets), which the HTTP-only emulator cannot answer: it hangs.
+          "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false", "GCSFS_TOKEN": "anon"}
+
+
+@pytest.fixture(scope="session")
+def gcs_server():
+  """(port) of a running in-memory emulator holding bucket `BUCKET`."""
+  port = _free_port()
+  saved = {k: os.environ.get(k) for k in emulator_env(port)}
+  os.environ.update(emulator_env(port))  # before gcsfs is imported (it reads one)
+  pytest.importorskip("gcsfs", reason="gcsfs is not installed: no gs:// tests")
+  server_lib = pytest.importorskip(
+      "gcp_storage_emulator.server", reason="gcp-storage-emulator is not installed")
+  server = server_lib.create_server("127.0.0.1", port, in_memory=True,
+                                    default_bucket=BUCKET)
+  thread = threading.Thread(target=server.start, daemon=True)
+  thread.start()
+  import fsspec  # pylint: disable=import-outside-toplevel
+  fsspec.config.conf.setdefault("gcs", {})["token"] = "anon"
+  yield port
+  server.stop()
+  for k, v in saved.items():
+    if v is None:
+      os.environ.pop(k, None)
+    else:
+      os.environ[k] = v
+
+
+@pytest.fixture
+def gcs_bucket(gcs_server):  # pylint: disable=redefined-outer-name,unused-argument
+  """A fresh `gs://bucket/<random>` prefix on the emulator."""
+  return f"gs://{BUCKET}/{uuid.uuid4().hex[:8]}"
