@@ -56,6 +56,13 @@ def join(p: PathLike, *parts: str) -> str:
   return os.fspath(path(p).joinpath(*parts))
 
 
+def same_path(a: PathLike, b: PathLike) -> bool:
+  """Whether `a` and `b` name one file (local paths compared absolute, remote as written)."""
+  if is_remote(a) or is_remote(b):
+    return os.fspath(a) == os.fspath(b)
+  return os.path.abspath(a) == os.path.abspath(b)
+
+
 def write_bytes_atomic(p: PathLike, data: bytes) -> None:
   """Writes `data` to `p` so that readers see the old content or the new, never a part.
 

@@ -292,16 +292,9 @@ def write_task_files(workdir: str, task_json: dict, tokenizer_file: str) -> None
   options = os.path.splitext(tokenizer_file)[0] + ".json"   # spm.json beside spm.model
   for src in map(storage.path, (tokenizer_file, options)):
     dst = directory / src.name
-    if src.is_file() and not _same_file(src, dst):
+    if src.is_file() and not storage.same_path(src, dst):
       storage.write_bytes_atomic(dst, src.read_bytes())
   storage.write_json_atomic(storage.join(workdir, TASK_FILE), task_json)
-
-
-def _same_file(a, b) -> bool:
-  """Whether epath paths `a` and `b` name one file (local paths compared absolute)."""
-  if storage.is_remote(a) or storage.is_remote(b):
-    return os.fspath(a) == os.fspath(b)
-  return os.path.abspath(a) == os.path.abspath(b)
 
 
 def eval_history(workdir: str, eval_splits, steps_per_epoch: int) -> list[dict]:
