@@ -1,10 +1,12 @@
 """A local GCS emulator (`gcp-storage-emulator`) for the `gs://` tests.
 
 `gcs_bucket` starts the emulator in this process on a free 127.0.0.1 port, creates a
-bucket, points gcsfs at it (`STORAGE_EMULATOR_HOST`, anonymous token) and yields
-`gs://<bucket>`. Subprocesses inherit the environment. Skips when gcsfs or the
-emulator is not importable.
+bucket, points gcsfs (`STORAGE_EMULATOR_HOST`, anonymous token) and tensorstore, which
+orbax writes arrays with (`TENSORSTORE_GCS_HTTP_URL`, a fixed test token), at it and
+yields `gs://<bucket>/<random>`. Subprocesses inherit the environment. Skips when
+gcsfs or the emulator is not importable.
 """
+import logging
 import os
 import socket
 import threading
@@ -22,8 +24,11 @@ def _free_port() -> int:
 
 
 def emulator_env(port: int) -> dict[str, str]:
-  """The variables that send gcsfs (and epath's fsspec backend) to the emulator."""
+  """The variables that send gcsfs (and epath's fsspec backend) and tensorstore's
+  `gcs` kvstore driver to the emulator."""
   return {"STORAGE_EMULATOR_HOST": f"http://127.0.0.1:{port}",
+          "TENSORSTORE_GCS_HTTP_URL": f"http://127.0.0.1:{port}",
+          "GOOGLE_AUTH_TOKEN_FOR_TESTING": "test",   # tensorstore: no credential lookup
           "GCSFS_DEFAULT_PROJECT": "test", "EPATH_USE_TF": "false",
           # gcsfs's default ExtendedGcsFileSystem probes buckets over gRPC (zonal /
           # HNS buckets), which the HTTP-only emulator cannot answer: it hangs.
@@ -43,6 +48,11 @@ def gcs_server():
                                     default_bucket=BUCKET)
   thread = threading.Thread(target=server.start, daemon=True)
   thread.start()
+  server._api.is_running.wait(10)  # pylint: disable=protected-access
+  # Clients that close a connection early (tensorstore does) make the stdlib server
+  # print a BrokenPipeError traceback per request: noise, not a failure.
+  server._api._httpd.handle_error = lambda *_: None  # pylint: disable=protected-access
+  logging.getLogger("gcp_storage_emulator").setLevel(logging.CRITICAL)  # 404s: expected
   import fsspec  # pylint: disable=import-outside-toplevel
   fsspec.config.conf.setdefault("gcs", {})["token"] = "anon"
   yield port
