@@ -27,7 +27,6 @@ Examples:
 
 from __future__ import annotations
 
-import io
 import json
 import sys
 from typing import Iterator
@@ -76,7 +75,7 @@ class InputError(ValueError):
 
 def read_rows(path: str) -> Iterator[tuple[str, dict]]:
   """(where, row) per non-empty line of a JSON-lines file (or stdin)."""
-  f = sys.stdin if path == "-" else storage.path(path).open("r", encoding="utf-8")
+  f = sys.stdin if path == "-" else storage.open_text(path)
   name = "stdin" if path == "-" else path
   try:
     for n, line in enumerate(f):
@@ -150,7 +149,7 @@ def _chunks(rows, size):
 def _count_lines(path: str) -> int | None:
   if path == "-":
     return None
-  with storage.path(path).open("r", encoding="utf-8") as f:
+  with storage.open_text(path) as f:
     return sum(1 for line in f if line.strip())
 
 
@@ -161,11 +160,8 @@ def predict(model_path: str, task: str, input_path: str, output_path: str) -> in
   tok, model = inference.load(model_path)
   if output_path == "-":
     return _write_results(sys.stdout, task, tok, model, input_path)
-  with storage.open_atomic(output_path) as raw:
-    out = io.TextIOWrapper(raw, encoding="utf-8")
-    written = _write_results(out, task, tok, model, input_path)
-    out.detach()   # flushes; `open_atomic` then puts the file in place
-  return written
+  with storage.open_atomic(output_path, text=True) as out:
+    return _write_results(out, task, tok, model, input_path)
 
 
 def _write_results(out, task: str, tok, model, input_path: str) -> int:

@@ -22,7 +22,10 @@ set to `false` on import, so epath takes its fsspec backend (`gcsfs`), which hon
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import glob as glob_lib
+import io
 import json
 import os
 import shutil
@@ -64,6 +67,22 @@ def absolute(p: PathLike) -> epath.Path:
   return path(p if is_remote(p) else os.path.abspath(p))
 
 
+def glob(pattern: str) -> list[str]:
+  """Sorted paths matching `pattern` (`*`, `?`, `[...]`, `**`), local or remote.
+
+  Local patterns go through `glob.glob` (`~` expanded, `**` recursive); a remote one is
+  split at its first wildcard component and matched by the store's own listing.
+  """
+  if not is_remote(pattern):
+    return sorted(glob_lib.glob(os.path.expanduser(pattern), recursive=True))
+  parts = pattern.split("/")
+  first = next((i for i, part in enumerate(parts) if glob_lib.has_magic(part)), None)
+  if first is None:
+    return [pattern] if exists(pattern) else []
+  root, rest = "/".join(parts[:first]), "/".join(parts[first:])
+  return sorted(os.fspath(p) for p in path(root).glob(rest))
+
+
 def same_path(a: PathLike, b: PathLike) -> bool:
   """Whether `a` and `b` name one file (local paths compared absolute, remote as written)."""
   if is_remote(a) or is_remote(b):
@@ -71,14 +90,28 @@ def same_path(a: PathLike, b: PathLike) -> bool:
   return os.path.abspath(a) == os.path.abspath(b)
 
 
+def open_text(p: PathLike, mode: str = "r", encoding: str = "utf-8",
+              newline: str | None = None) -> IO[str]:
+  """`p` opened in text `mode` ('r', 'w', 'a'; 'a' only locally), decoded as
+  `encoding` whatever the locale (epath's own `open` drops `encoding` and `newline`)."""
+  return io.TextIOWrapper(path(p).open(mode + "b"), encoding=encoding, newline=newline)
+
+
 @contextlib.contextmanager
-def open_atomic(p: PathLike) -> Iterator[IO[bytes]]:
-  """A binary file to write that becomes `p` whole when the block succeeds.
+def open_atomic(p: PathLike, text: bool = False) -> Iterator[IO]:
+  """A file to write (binary; UTF-8 text with `text`) that becomes `p` whole when the
+  block succeeds.
 
   Locally: a temporary sibling, then `os.replace`; a failure removes the temporary and
   leaves the old file intact. Remote: one object upload, sent when the block ends (an
   upload is atomic by itself); a failure abandons it, so the old object stays.
   """
+  if text:
+    with open_atomic(p) as raw:
+      wrapper = io.TextIOWrapper(raw, encoding="utf-8")
+      yield wrapper
+      wrapper.detach()   # flushes; the binary file is closed (and placed) below
+    return
   target = path(p)
   target.parent.mkdir(parents=True, exist_ok=True)
   if is_remote(p):
@@ -201,6 +234,16 @@ def _default_permissions(root: str) -> None:
       os.chmod(os.path.join(directory, d), 0o777 & ~umask)
     for f in files:
       os.chmod(os.path.join(directory, f), 0o666 & ~umask)
+
+
+_STAGED = contextlib.ExitStack()   # staged copies, removed when the process exits
+atexit.register(_STAGED.close)
+
+
+def staged(p: PathLike) -> str:
+  """`local_copy(p)` kept until the process exits, for readers that outlive one
+  block (the loader's ArrayRecord shards); `p` itself when local."""
+  return _STAGED.enter_context(local_copy(p))
 
 
 @contextlib.contextmanager

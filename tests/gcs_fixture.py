@@ -35,6 +35,35 @@ def emulator_env(port: int) -> dict[str, str]:
           "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false", "GCSFS_TOKEN": "anon"}
 
 
+def _send_generation_headers(server_lib) -> None:
+  """Adds `x-goog-generation` to the emulator's media downloads, as GCS sends it.
+
+  gcp-storage-emulator omits it; tensorstore (orbax's array writer) reads an object's
+  generation from it and fails with "Malformed StorageGeneration" without it.
+  """
+  objects = server_lib.objects
+  if getattr(objects.download, "sends_generation", False):
+    return
+  plain = objects.download
+
+  def download(request, response, storage, *args, **kwargs):
+    plain(request, response, storage, *args, **kwargs)
+    try:
+      obj = storage.get_file_obj(request.params["bucket_name"],
+                                 request.params["object_id"])
+    except Exception:  # pylint: disable=broad-except  (a 404 is already set)
+      return
+    response["x-goog-generation"] = str(obj["generation"])
+    response["x-goog-metageneration"] = str(obj.get("metageneration", "1"))
+
+  download.sends_generation = True
+  objects.download = download   # objects.get(alt=media) looks the name up
+  for _, handlers in server_lib.HANDLERS:
+    for method, handler in handlers.items():
+      if handler is plain:
+        handlers[method] = download
+
+
 @pytest.fixture(scope="session")
 def gcs_server():
   """(port) of a running in-memory emulator holding bucket `BUCKET`."""
@@ -44,6 +73,7 @@ def gcs_server():
   pytest.importorskip("gcsfs", reason="gcsfs is not installed: no gs:// tests")
   server_lib = pytest.importorskip(
       "gcp_storage_emulator.server", reason="gcp-storage-emulator is not installed")
+  _send_generation_headers(server_lib)
   server = server_lib.create_server("127.0.0.1", port, in_memory=True,
                                     default_bucket=BUCKET)
   thread = threading.Thread(target=server.start, daemon=True)

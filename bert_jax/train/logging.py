@@ -46,7 +46,7 @@ class MetricWriter:
       self._rows = self._metrics.read_text(encoding="utf-8") if self._metrics.exists() else ""
     else:
       self._tb = SummaryWriter(str(self._tb_dir))
-      self._jsonl = self._metrics.open("a", encoding="utf-8")
+      self._jsonl = storage.open_text(self._metrics, "a")
 
   def write(self, step: int, scalars: dict, prefix: str = "") -> None:
     if not self.enabled:
