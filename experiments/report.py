@@ -13,9 +13,10 @@ median a tick with min-max whiskers, each run a dot) and curves.png (metrics ove
 from __future__ import annotations
 
 import json
-import os
 import statistics
 from typing import Any, Sequence
+
+from bert_jax import storage, workdir as workdir_lib
 
 LOWER_IS_BETTER = ("loss", "perplexity")
 
@@ -27,10 +28,10 @@ def lower_is_better(metric: str) -> bool:
 def read_curves(run_dir: str) -> dict[str, list[tuple[int, float]]]:
   """metrics.jsonl -> {metric: [(step, value), ...]} in file order."""
   curves: dict[str, list[tuple[int, float]]] = {}
-  path = os.path.join(run_dir, "metrics.jsonl")
-  if not os.path.exists(path):
+  path = workdir_lib.metrics_file(run_dir)
+  if not path.exists():
     return curves
-  with open(path, encoding="utf-8") as f:
+  with storage.open_text(path) as f:
     for line in f:
       if line.strip():
         row = json.loads(line)
@@ -42,15 +43,13 @@ def read_curves(run_dir: str) -> dict[str, list[tuple[int, float]]]:
 
 def read_final(run_dir: str) -> dict[str, float]:
   """The run's final metrics from final_eval.json or results.json (see module doc)."""
-  pretrain = os.path.join(run_dir, "final_eval.json")
-  finetune = os.path.join(run_dir, "results.json")
+  pretrain = workdir_lib.final_eval_file(run_dir)
+  finetune = workdir_lib.results_file(run_dir)
   out: dict[str, float] = {}
-  if os.path.exists(pretrain):
-    with open(pretrain, encoding="utf-8") as f:
-      out = {f"eval/{k}": v for k, v in json.load(f)["eval"].items()}
-  elif os.path.exists(finetune):
-    with open(finetune, encoding="utf-8") as f:
-      best = json.load(f)["best"]
+  if pretrain.exists():
+    out = {f"eval/{k}": v for k, v in storage.read_json(pretrain)["eval"].items()}
+  elif finetune.exists():
+    best = storage.read_json(finetune)["best"]
     out = {f"eval/{split}/{k}": v for split, metrics in best["eval"].items()
            for k, v in metrics.items() if isinstance(v, (int, float))}
     out["best_epoch"] = best["epoch"]
@@ -61,7 +60,7 @@ def collect(sweep, workdir: str, points, status: dict[str, str] | None = None) -
   """One row per point: its grid values, final metrics, curves and status."""
   rows = []
   for point in points:
-    run_dir = os.path.join(workdir, point.name)
+    run_dir = storage.join(workdir, point.name)
     final = read_final(run_dir)
     curves = read_curves(run_dir)
     finished = bool(final)
@@ -175,7 +174,7 @@ def plot_final(sweep, rows, groups, path: str) -> None:
     ax.set_title(metric + (f" (median over {over})" if over else ""), fontsize=9)
   fig.suptitle(sweep.title or "final metrics", fontsize=10)
   fig.tight_layout()
-  fig.savefig(path, dpi=100)
+  _save(fig, path)
   plt.close(fig)
 
 
@@ -199,7 +198,7 @@ def plot_curves(sweep, rows, path: str) -> None:
   if handles:
     fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 4), fontsize=7)
   fig.tight_layout(rect=(0, 0.08 + 0.04 * (len(rows) // 4), 1, 1))
-  fig.savefig(path, dpi=100)
+  _save(fig, path)
   plt.close(fig)
 
 
@@ -215,16 +214,15 @@ def write_report(sweep, workdir: str, points, status: dict[str, str] | None = No
            "paper_source": sweep.paper_source,
            "rows": [{k: v for k, v in r.items() if k != "curves"} for r in rows],
            "groups": groups}
-  os.makedirs(workdir, exist_ok=True)
-  _write(os.path.join(workdir, "results.json"), json.dumps(table, indent=2, default=str))
-  _write(os.path.join(workdir, "results.md"), text)
-  plot_final(sweep, rows, groups, os.path.join(workdir, "final.png"))
-  plot_curves(sweep, rows, os.path.join(workdir, "curves.png"))
+  storage.write_text_atomic(storage.join(workdir, "results.json"),
+                            json.dumps(table, indent=2, default=str))
+  storage.write_text_atomic(storage.join(workdir, "results.md"), text)
+  plot_final(sweep, rows, groups, storage.join(workdir, "final.png"))
+  plot_curves(sweep, rows, storage.join(workdir, "curves.png"))
   return {**table, "markdown": text}
 
 
-def _write(path: str, text: str) -> None:
-  tmp = path + ".tmp"
-  with open(tmp, "w", encoding="utf-8") as f:
-    f.write(text)
-  os.replace(tmp, path)
+def _save(fig, path: str) -> None:
+  """The figure as a PNG at `path` (local or remote), written atomically."""
+  with storage.open_atomic(path) as f:
+    fig.savefig(f, dpi=100, format="png")

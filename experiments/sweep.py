@@ -41,6 +41,7 @@ on small sets).
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import dataclasses
 import importlib.util
 import itertools
@@ -48,10 +49,12 @@ import os
 import shlex
 import subprocess
 import sys
+import tempfile
 import time
 from typing import Any, Sequence
 
-FINAL_FILES = ("final_eval.json", "results.json")
+from bert_jax import storage, workdir as workdir_lib
+
 LAUNCHERS = ("local", "slurm", "tpu")
 
 
@@ -150,7 +153,7 @@ def main_args(sweep: Sweep, point: Point, workdir: str,
   fields = {**sweep.overrides, **(extra or {}), **point.values}
   return ([f"--config={sweep.base}"]
           + [f"--config.{f}={format_value(v)}" for f, v in fields.items()]
-          + [f"--workdir={os.path.join(workdir, point.name)}"])
+          + [f"--workdir={storage.join(workdir, point.name)}"])
 
 
 def launch_command(args: list[str], launcher: str, launcher_args: Sequence[str] = (),
@@ -169,24 +172,42 @@ def launch_command(args: list[str], launcher: str, launcher_args: Sequence[str] 
 
 
 def finished(run_dir: str) -> bool:
-  return any(os.path.exists(os.path.join(run_dir, f)) for f in FINAL_FILES)
+  return workdir_lib.is_finished(run_dir)
+
+
+@contextlib.contextmanager
+def _local_log(log_path: str):
+  """A local file to append a run's output to: `log_path` itself when local; for a
+  remote one a temporary copy of it, uploaded whole afterwards (objects do not append)."""
+  if not storage.is_remote(log_path):
+    os.makedirs(os.path.dirname(os.path.abspath(log_path)), exist_ok=True)
+    yield log_path
+    return
+  with tempfile.TemporaryDirectory(prefix="bert_jax_sweep-") as tmp:
+    local = os.path.join(tmp, "run.log")
+    if storage.exists(log_path):
+      storage.copy_file(log_path, local)
+    try:
+      yield local
+    finally:
+      storage.copy_file(local, log_path)
 
 
 def run_point(cmd: list[str], run_dir: str, log_path: str, launcher: str,
               env: dict[str, str] | None = None) -> tuple[str, str]:
   """Runs one point's command, its output appended to `log_path`; (status, message)."""
   start = time.perf_counter()
-  os.makedirs(os.path.dirname(log_path), exist_ok=True)
-  with open(log_path, "a", encoding="utf-8") as log:
-    log.write(f"$ {shlex.join(cmd)}\n")
-    log.flush()
-    rc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=env).returncode
+  with _local_log(log_path) as local:
+    with open(local, "a", encoding="utf-8") as log:   # a subprocess writes a local file
+      log.write(f"$ {shlex.join(cmd)}\n")
+      log.flush()
+      rc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=env).returncode
   seconds = time.perf_counter() - start
   # A local run must leave its result file; remote launchers may write where we cannot see.
   if rc == 0 and (launcher != "local" or finished(run_dir)):
     return "done", f"done in {seconds:.0f} s"
-  with open(log_path, encoding="utf-8", errors="replace") as f:
-    tail = " | ".join(f.read().splitlines()[-3:])
+  text = storage.path(log_path).read_bytes().decode("utf-8", errors="replace")
+  tail = " | ".join(text.splitlines()[-3:])
   return f"failed (exit {rc}, log {log_path})", f"FAILED (exit {rc}) after {seconds:.0f} s: {tail}"
 
 
@@ -199,7 +220,7 @@ def run_points(sweep: Sweep, workdir: str, *, launcher: str = "local",
   status: dict[str, str] = {}
   jobs = []
   for point in points(sweep):
-    if not dry_run and finished(os.path.join(workdir, point.name)):
+    if not dry_run and finished(storage.join(workdir, point.name)):
       status[point.name] = "skipped (finished)"
       echo(f"[sweep] {point.name}: finished before, skipped")
       continue
@@ -216,9 +237,9 @@ def run_points(sweep: Sweep, workdir: str, *, launcher: str = "local",
 
   def one(job):
     name, cmd = job
-    log_path = os.path.join(workdir, "logs", name + ".log")
+    log_path = storage.join(workdir, "logs", name + ".log")
     echo(f"[sweep] {name}: running, log {log_path}")
-    state, message = run_point(cmd, os.path.join(workdir, name), log_path, launcher, env)
+    state, message = run_point(cmd, storage.join(workdir, name), log_path, launcher, env)
     echo(f"[sweep] {name}: {message}")
     return name, state
 

@@ -114,6 +114,16 @@ def test_gs_pretraining_killed_and_resumed_is_bitwise_an_uninterrupted_run(pretr
   for name in ("config.json", "final_eval.json", "tokenizer/spm.model"):
     assert storage.exists(f"{run_dir}/{name}"), name
   assert any(workdir.tensorboard_dir(run_dir).iterdir())
+
+  bucket = pretrained["bucket"]   # predict from the gs:// workdir, gs:// in and out
+  storage.write_text_atomic(f"{bucket}/masked.jsonl",
+                            json.dumps({"text": "The [MASK] of the file.", "id": 7}) + "\n")
+  run([sys.executable, "-m", "bert_jax.predict", f"--model={run_dir}", "--task=fill_mask",
+       f"--input={bucket}/masked.jsonl", f"--output={bucket}/filled.jsonl", "--top_k=2"],
+      pretrained["cwd"])
+  (row,) = [json.loads(line) for line in
+            storage.path(f"{bucket}/filled.jsonl").read_text().splitlines()]
+  assert row["id"] == 7 and len(row["masks"]) == 1 and len(row["masks"][0]) == 2
   assert gs_folders(pretrained["root"]) == []
   assert not os.path.exists(os.path.join(REPO, "gs:"))
 

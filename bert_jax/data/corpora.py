@@ -25,7 +25,6 @@ documents without text are skipped and counted in ``stats['empty_documents']``.
 from __future__ import annotations
 
 import ast
-import glob
 import json
 import os
 import re
@@ -35,6 +34,8 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 import tqdm
+
+from bert_jax import storage
 
 Corpus = list[list[str]]
 
@@ -161,8 +162,7 @@ def _expand_patterns(pattern: str | Sequence[str]) -> list[str]:
     raise FileNotFoundError("read_text_corpus: expected at least one file pattern, got none")
   files = []
   for p in patterns:
-    matched = sorted(glob.glob(os.path.expanduser(p), recursive=True))
-    matched = [m for m in matched if os.path.isfile(m)]
+    matched = [m for m in storage.glob(p) if storage.path(m).is_file()]
     if not matched:
       raise FileNotFoundError(f"Corpus pattern {p!r} matches no file")
     files.extend(matched)
@@ -186,7 +186,7 @@ def _decode_line(raw: bytes, path: str, line_number: int, on_bad_utf8: str,
 
 def _lines(path: str, on_bad_utf8: str, stats: dict[str, int]) -> Iterator[tuple[int, str]]:
   """(line number, stripped text) of a file; a leading byte-order mark removed."""
-  with open(path, "rb") as f:
+  with storage.path(path).open("rb") as f:
     for line_number, raw in enumerate(f, start=1):
       line = _decode_line(raw, path, line_number, on_bad_utf8, stats)
       if line is None:

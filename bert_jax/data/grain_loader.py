@@ -32,7 +32,6 @@ have.
 """
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Iterator, Sequence
 from typing import Any, NamedTuple
@@ -40,6 +39,7 @@ from typing import Any, NamedTuple
 import grain
 import numpy as np
 
+from bert_jax import storage
 from bert_jax.data import masking, prepare, records
 
 Batch = dict[str, np.ndarray]
@@ -121,21 +121,28 @@ class ShardedRecords:
 
 
 class PreparedSplit:
-  """One split of a prepared directory: its shard files and what the manifest says."""
+  """One split of a prepared directory: its shard files and what the manifest says.
+
+  A remote directory (`gs://...`) is read through `bert_jax.storage`: the manifest in
+  place, the split's shards staged into a local temporary directory first (the
+  ArrayRecord reader takes local files only; every host stages the whole split).
+  """
 
   def __init__(self, directory: str, split: str = "train"):
-    self.directory = os.path.abspath(directory)
+    self.directory = str(storage.absolute(directory))
     self.manifest = prepare.read_manifest(self.directory)
     if split not in self.manifest["splits"]:
       raise ValueError(f"Prepared data {self.directory}: expected a {split!r} split, found "
                        f"{sorted(self.manifest['splits'])} (eval needs --eval_fraction > 0)")
     self.split = split
     info = self.manifest["splits"][split]
-    self.paths = [os.path.join(self.directory, s["path"]) for s in info["shards"]]
-    missing = [p for p in self.paths if not os.path.isfile(p)]
+    self.paths = [storage.join(self.directory, s["path"]) for s in info["shards"]]
+    missing = [p for p in self.paths if not storage.path(p).is_file()]
     if missing:
       raise FileNotFoundError(f"Prepared data {self.directory}: shards listed in the "
                               f"manifest are missing: {missing[:3]}")
+    if storage.is_remote(self.directory):
+      self.paths = [storage.staged(p) for p in self.paths]
     self.shard_counts = [int(s["examples"]) for s in info["shards"]]
     self._records = ShardedRecords(self.paths, self.shard_counts)
     self.num_examples = int(info["examples"])
@@ -148,7 +155,7 @@ class PreparedSplit:
 
   @property
   def tokenizer_path(self) -> str:
-    return os.path.join(self.directory, self.manifest["tokenizer"]["file"])
+    return storage.join(self.directory, self.manifest["tokenizer"]["file"])
 
   def __len__(self) -> int:
     return self.num_examples
