@@ -67,7 +67,7 @@ def is_workdir(path: str) -> bool:
           and os.path.isdir(os.path.join(path, CHECKPOINTS_DIR)))
 
 
-TASK_FILE = "task.json"   # a fine-tuned workdir's task description (train/finetune.py)
+TASK_FILE = "task.json"   # a fine-tuned workdir's task description (train/finetune_eval.py)
 
 
 def _best_step(workdir: str, full: dict) -> int:
