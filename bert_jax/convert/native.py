@@ -67,7 +67,7 @@ def is_workdir(path: str) -> bool:
           and workdir_lib.checkpoints(path).is_dir())
 
 
-TASK_FILE = workdir_lib.TASK_FILE   # a fine-tuned workdir's task description
+TASK_FILE = workdir_lib.TASK_FILE   # a fine-tuned workdir's task file (train/finetune_eval.py)
 
 
 def _best_step(workdir: str, full: dict) -> int:
