@@ -128,10 +128,6 @@ def test_gs_pretraining_killed_and_resumed_is_bitwise_an_uninterrupted_run(pretr
   assert not os.path.exists(os.path.join(REPO, "gs:"))
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bert_jax/train/finetune.py is not on the path layer yet (it waits for the split of "
-    "finetune.py): eval_history open()s metrics.jsonl, _evaluate os.makedirs a local "
-    "'gs:' folder for predictions/"))
 def test_finetune_from_and_into_gs_then_predict(pretrained):
   """Fine-tuning from the gs:// workdir (its tokenizer and shape) into another one;
   `predict` from that one, its input and output on gs:// too."""

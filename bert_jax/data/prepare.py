@@ -31,7 +31,6 @@ import hashlib
 import json
 import multiprocessing
 import os
-import shutil
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -101,7 +100,7 @@ class Options:
 
 def _sha256(path: str) -> str:
   digest = hashlib.sha256()
-  with open(path, "rb") as f:
+  with storage.path(path).open("rb") as f:
     for block in iter(lambda: f.read(1 << 20), b""):
       digest.update(block)
   return digest.hexdigest()
@@ -109,15 +108,14 @@ def _sha256(path: str) -> str:
 
 def _read_json(path: str) -> Any | None:
   try:
-    with open(path, encoding="utf-8") as f:
-      return json.load(f)
+    return storage.read_json(path)
   except FileNotFoundError:
     return None
 
 
 def read_manifest(directory: str) -> dict[str, Any]:
   """The manifest of a prepared directory; errors name what is missing."""
-  path = os.path.join(directory, MANIFEST)
+  path = storage.join(directory, MANIFEST)
   manifest = _read_json(path)
   if manifest is None:
     raise FileNotFoundError(
@@ -204,17 +202,15 @@ def _install_tokenizer(args, options: Options, directory: str) -> tuple[str, dic
   """Copies (or trains) the tokenizer into ``directory/tokenizer``; returns its path and info."""
   target_dir = os.path.join(directory, TOKENIZER_DIR)
   if args.tokenizer:
-    source = args.tokenizer
-    if os.path.isdir(source):
-      source = os.path.join(source, "vocab.txt")
-    if not os.path.isfile(source):
+    source = args.tokenizer   # local or remote (`bert_jax.storage`)
+    if storage.path(source).is_dir():
+      source = storage.join(source, "vocab.txt")
+    if not storage.path(source).is_file():
       raise FileNotFoundError(f"--tokenizer={args.tokenizer}: no such file")
     tok = tokenizers.load_tokenizer(source, lowercase=args.lowercase)
     target = os.path.join(target_dir, os.path.basename(source))
     if not os.path.isfile(target) or _sha256(target) != _sha256(source):
-      os.makedirs(target_dir, exist_ok=True)
-      shutil.copyfile(source, target + ".tmp")
-      os.replace(target + ".tmp", target)
+      storage.copy_file(source, target)
   else:
     if not args.vocab_size:
       raise ValueError("Expected --tokenizer (a SentencePiece .model or WordPiece "
@@ -254,6 +250,9 @@ def prepare(args: argparse.Namespace) -> dict[str, Any]:
   """Runs the preparation described by parsed CLI ``args``; returns the manifest."""
   options = Options(**{f.name: getattr(args, f.name) for f in dataclasses.fields(Options)})
   options.check()
+  if storage.is_remote(args.output_dir):   # ArrayRecord writes local files only
+    raise ValueError(f"--output_dir={args.output_dir}: prepare writes a local directory; "
+                     "copy it to the bucket afterwards (the training reader takes gs://)")
   directory = os.path.abspath(args.output_dir)
   os.makedirs(directory, exist_ok=True)
   tokenizer_path, tokenizer_info = _install_tokenizer(args, options, directory)

@@ -36,10 +36,10 @@ VOCAB_FILENAME = "vocab.txt"
 
 def read_vocab(path: str) -> dict[str, int]:
   """``{token: id}`` from a ``vocab.txt`` (one token per line, id = line number)."""
-  if not os.path.isfile(path):
+  if not storage.path(path).is_file():
     raise FileNotFoundError(f"WordPiece vocabulary {path} does not exist")
   vocab: dict[str, int] = {}
-  with open(path, encoding="utf-8") as f:
+  with storage.open_text(path) as f:
     for line_number, line in enumerate(f):
       token = line.rstrip("\r\n")
       if not token:
@@ -60,10 +60,9 @@ def _lowercase_from_files(vocab_path: str, vocab: dict[str, int]) -> bool:
 
   Inferred: a vocabulary with no upper-case letter outside ``[...]`` tokens is uncased.
   """
-  config = os.path.join(os.path.dirname(vocab_path), "tokenizer_config.json")
-  if os.path.isfile(config):
-    with open(config, encoding="utf-8") as f:
-      value = json.load(f).get("do_lower_case")
+  config = storage.path(vocab_path).parent / "tokenizer_config.json"
+  if config.is_file():
+    value = storage.read_json(config).get("do_lower_case")
     if isinstance(value, bool):
       return value
   return not any(any(c.isupper() for c in token) for token in vocab
@@ -97,8 +96,8 @@ class WordPieceTokenizer:
 
     ``vocab_path`` may also be the directory holding ``vocab.txt``.
     """
-    if os.path.isdir(vocab_path):
-      vocab_path = os.path.join(vocab_path, VOCAB_FILENAME)
+    if storage.path(vocab_path).is_dir():
+      vocab_path = storage.join(vocab_path, VOCAB_FILENAME)
     vocab = read_vocab(vocab_path)
     if lowercase is None:
       lowercase = _lowercase_from_files(vocab_path, vocab)

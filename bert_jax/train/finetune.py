@@ -45,14 +45,13 @@ each piece it puts together has one home:
 from __future__ import annotations
 
 import functools
-import os
 from typing import Any
 
 import flax.linen as nn
 import jax
 import ml_collections
 
-from bert_jax import config_checks, observe, parallel, perf
+from bert_jax import config_checks, observe, parallel, perf, workdir as workdir_lib
 from bert_jax.data import tasks as tasks_lib
 from bert_jax.train import logging as log_lib
 from bert_jax.train import checkpoint as checkpoint_lib
@@ -118,7 +117,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   batches = EpochBatches(train_features, INPUT_KEYS + LABEL_KEYS[task.kind],
                          t.global_batch_size, config.seed)
   num_steps = max(1, int(round(t.num_epochs * batches.steps_per_epoch)))
-  stored = trainer.finished(workdir, finetune_eval.RESULTS_FILE, num_steps, config,
+  stored = trainer.finished(workdir, workdir_lib.RESULTS_FILE, num_steps, config,
                             MAY_CHANGE_ON_RESUME)
   if stored is not None:
     finetune_eval.print_results(stored)
@@ -161,7 +160,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       epoch = -(-step // spe)
       results = finetune_eval.evaluate(
           task, p_predict, state, evals, keys, t.global_batch_size, mesh,
-          os.path.join(workdir, "predictions", f"epoch_{epoch}"))
+          workdir_lib.epoch_predictions(workdir, epoch))
       if select not in results[task.eval_splits[0]]:
         raise ValueError(f"config field eval.select_metric={select!r} is not among the "
                          f"metrics {sorted(results[task.eval_splits[0]])}")
@@ -189,16 +188,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
             peak_tflops=t.get("peak_tflops", 0.0)))
     if result.preempted:
       return {"task": task.name, "preempted_at": result.step}
-    best_step = checkpoint_lib.best_step(os.path.join(workdir, "checkpoints"),
-                                         best_metric, "max")
+    best_step = checkpoint_lib.best_step(workdir_lib.checkpoints(workdir), best_metric,
+                                         "max")
     if tests:
       state = result.state
       if best_step != result.step:
-        ckpt = checkpoint_lib.Checkpointer(os.path.join(workdir, "checkpoints"))
+        ckpt = checkpoint_lib.Checkpointer(workdir_lib.checkpoints(workdir))
         state, _ = ckpt.restore(best_step, created.abstract_state())
         ckpt.close()
       finetune_eval.evaluate(task, p_predict, state, tests, keys, t.global_batch_size,
-                             mesh, os.path.join(workdir, "predictions", "test"))
+                             mesh, workdir_lib.test_predictions(workdir))
   out = finetune_eval.write_results(workdir, task, select, best_step, spe, num_steps)
   finetune_eval.print_results(out)
   return out

@@ -20,14 +20,12 @@ import os
 import jax
 import numpy as np
 
-from bert_jax import parallel, storage
-from bert_jax.convert.native import TASK_FILE
+from bert_jax import parallel, storage, workdir as workdir_lib
 from bert_jax.train import checkpoint as checkpoint_lib
 from bert_jax.train import finetune_data
 
 DEFAULT_SELECT = {"classification": "score", "regression": "score", "multilabel": "score",
                   "span": "f1", "token": "f1"}
-RESULTS_FILE = "results.json"
 
 
 # ----------------------------------------------------------------------- evaluation
@@ -43,15 +41,14 @@ def predict(p_predict, state, features, keys, batch_size: int, mesh) -> dict:
 
 def evaluate(task, p_predict, state, data, keys, batch_size, mesh, out_dir) -> dict:
   """{split: the task's scores} for each split of `data` ({split: (examples,
-  features)}); process 0 writes the prediction files under `out_dir`."""
+  features)}); process 0 writes the prediction files under `out_dir` (local or
+  remote: the task writers go through `bert_jax.storage`)."""
   results = {}
   for split, (examples, features) in data.items():
     outputs = predict(p_predict, state, features, keys, batch_size, mesh)
     writes = jax.process_index() == 0   # every process scores, process 0 writes
-    if writes:
-      os.makedirs(out_dir, exist_ok=True)
     results[split] = task.evaluate(examples, features, outputs, split,
-                                   out_dir if writes else None)
+                                   str(out_dir) if writes else None)
   return results
 
 
@@ -65,7 +62,7 @@ def task_description(task, d, tokenizer_file: str, best_metric: str) -> dict:
           "max_seq_length": d.max_seq_length, "doc_stride": d.doc_stride,
           "max_query_length": d.max_query_length,
           "lowercase": bool(d.lowercase) and not tokenizer_file.endswith(".model"),
-          "tokenizer": f"tokenizer/{os.path.basename(tokenizer_file)}",
+          "tokenizer": workdir_lib.tokenizer_entry(tokenizer_file),
           "best_metric": best_metric}
 
 
@@ -73,20 +70,20 @@ def write_task_files(workdir: str, task_json: dict, tokenizer_file: str) -> None
   """Copies the tokenizer into `workdir/tokenizer/` and writes `task.json` (process 0)."""
   if jax.process_index() != 0:
     return
-  directory = storage.path(workdir) / "tokenizer"
+  directory = workdir_lib.tokenizer_dir(workdir)
   options = os.path.splitext(tokenizer_file)[0] + ".json"   # spm.json beside spm.model
   for src in map(storage.path, (tokenizer_file, options)):
     dst = directory / src.name
     if src.is_file() and not storage.same_path(src, dst):
       storage.write_bytes_atomic(dst, src.read_bytes())
-  storage.write_json_atomic(storage.join(workdir, TASK_FILE), task_json)
+  storage.write_json_atomic(workdir_lib.task_file(workdir), task_json)
 
 
 def eval_history(workdir: str, eval_splits, steps_per_epoch: int) -> list[dict]:
   """One row per evaluation, from `metrics.jsonl` (the last row of a re-run step wins),
   with the mean logged train loss since the previous evaluation."""
   rows: dict[int, dict] = {}
-  with open(os.path.join(workdir, "metrics.jsonl"), encoding="utf-8") as f:
+  with storage.open_text(workdir_lib.metrics_file(workdir)) as f:
     for line in f:
       row = json.loads(line)
       rows.setdefault(row["step"], {}).update(row)
@@ -113,7 +110,7 @@ def write_results(workdir: str, task, select: str, best_step: int, steps_per_epo
   history = eval_history(workdir, task.eval_splits, spe) if jax.process_index() == 0 else []
   best = next((row for row in history if row["step"] == best_step), None)
   if best is None:   # metrics.jsonl lost its row: the scores saved with the checkpoint
-    saved = checkpoint_lib.saved_metrics(os.path.join(workdir, "checkpoints"))[best_step]
+    saved = checkpoint_lib.saved_metrics(workdir_lib.checkpoints(workdir))[best_step]
     best = {"epoch": -(-best_step // spe), "step": best_step, "eval": {
         split: {k.split("/", 1)[1]: v for k, v in saved.items()
                 if k.startswith(f"{split}/")}
@@ -121,7 +118,7 @@ def write_results(workdir: str, task, select: str, best_step: int, steps_per_epo
   out = {"task": task.name, "select_metric": select, "best": best, "epochs": history,
          "best_step": best_step, "step": num_steps}
   if jax.process_index() == 0:
-    storage.write_json_atomic(storage.join(workdir, RESULTS_FILE), out)
+    storage.write_json_atomic(workdir_lib.results_file(workdir), out)
   return out
 
 

@@ -19,15 +19,13 @@ freshly initialised). The job is `finetune.py`.
 from __future__ import annotations
 
 import functools
-import json
-import os
 
 import ml_collections
 
-from bert_jax import convert
+from bert_jax import convert, storage, workdir as workdir_lib
 from bert_jax.config import ModelConfig
+from bert_jax.convert import hf as hf_format
 from bert_jax.convert.common import read_json
-from bert_jax.convert.native import TASK_FILE
 from bert_jax.data import tokenizers
 from bert_jax.data.tasks import common
 from bert_jax.models import params as params_lib
@@ -37,8 +35,7 @@ from bert_jax.train import logging as log_lib
 
 def check_hf_dir(directory: str, model_cfg) -> ModelConfig:
   """The HF directory's config.json must agree with config field `model`."""
-  with open(os.path.join(directory, "config.json"), encoding="utf-8") as f:
-    hf = json.load(f)
+  hf = storage.read_json(storage.join(directory, hf_format.CONFIG_FILE))
   pairs = {"vocab_size": "vocab_size", "hidden_size": "hidden_size",
            "num_layers": "num_hidden_layers", "num_heads": "num_attention_heads",
            "intermediate_size": "intermediate_size",
@@ -56,8 +53,9 @@ def load_hf_dir(directory: str, model_cfg) -> dict:
   """{'bert': ...} from an HF directory; its config.json must agree with `model`."""
   from safetensors.numpy import load_file
   model_cfg = check_hf_dir(directory, model_cfg)
-  params = convert.params_from_hf(load_file(os.path.join(directory, "model.safetensors")),
-                                  model_cfg)
+  weights = storage.join(directory, hf_format.SAFETENSORS_FILE)
+  with storage.local_copy(weights) as local:   # safetensors reads a local file
+    params = convert.params_from_hf(load_file(local), model_cfg)
   return {"bert": params["bert"]}
 
 
@@ -70,7 +68,7 @@ SHAPE_FIELDS = ("vocab_size", "hidden_size", "num_layers", "num_heads", "interme
 def source_model_fields(workdir: str) -> dict:
   """The architecture fields saved with a bert_jax workdir's newest checkpoint."""
   try:
-    saved = checkpoint_lib.read_model_config(os.path.join(workdir, "checkpoints"))
+    saved = checkpoint_lib.read_model_config(workdir_lib.checkpoints(workdir))
   except FileNotFoundError as e:
     raise FileNotFoundError(f"init.checkpoint=bert_jax:{workdir}: {e}") from None
   return {k: getattr(saved, k) for k in SHAPE_FIELDS}
@@ -94,7 +92,7 @@ def load_bert_jax_workdir(workdir: str) -> dict:
   """{'bert': ...} from the newest checkpoint of a bert_jax workdir (pretraining or
   fine-tuned), in the layout it was saved in (`merge_params` places either)."""
   try:
-    params = checkpoint_lib.restore_params(os.path.join(workdir, "checkpoints"))
+    params = checkpoint_lib.restore_params(workdir_lib.checkpoints(workdir))
   except FileNotFoundError as e:
     raise FileNotFoundError(f"init.checkpoint=bert_jax:{workdir}: {e}") from None
   return {"bert": params["bert"]}
@@ -103,15 +101,16 @@ def load_bert_jax_workdir(workdir: str) -> dict:
 def source_tokenizer(workdir: str, d):
   """(tokenizer, path) a bert_jax workdir used: a fine-tuned one's task.json, a
   pretraining run's data.tokenizer_path, or the SentencePiece model it trained."""
-  task_file = os.path.join(workdir, TASK_FILE)
-  if os.path.isfile(task_file):
+  task_file = workdir_lib.task_file(workdir)
+  if task_file.is_file():
     task = read_json(task_file, ValueError, f"init.checkpoint=bert_jax:{workdir}")
-    path, lowercase = os.path.join(workdir, task["tokenizer"]), task["lowercase"]
+    path = str(workdir_lib.file(workdir, task["tokenizer"]))
+    lowercase = task["lowercase"]
   else:
-    saved = read_json(os.path.join(workdir, "config.json"), ValueError,
+    saved = read_json(workdir_lib.config_file(workdir), ValueError,
                       f"init.checkpoint=bert_jax:{workdir}")
-    path = (saved.get("data") or {}).get("tokenizer_path") or os.path.join(
-        workdir, "tokenizer", "spm.model")
+    path = (saved.get("data") or {}).get("tokenizer_path") or str(
+        workdir_lib.trained_tokenizer(workdir))
     lowercase = d.lowercase
   if path.endswith(".model"):
     return common.SentencePieceOffsets(tokenizers.SentencePieceTokenizer.load(path)), path
@@ -131,7 +130,7 @@ def initial_weights_and_tokenizer(config):
   if kind == "hf":
     check_hf_dir(where, config.model)
     load_params = functools.partial(load_hf_dir, where, config.model)
-    path = d.vocab_path or os.path.join(where, "vocab.txt")
+    path = d.vocab_path or storage.join(where, "vocab.txt")
     tok = common.WordPiece(path, d.lowercase)
   elif kind == "bert_jax":
     load_params = functools.partial(load_bert_jax_workdir, where)

@@ -212,7 +212,6 @@ def fill_mask(state, tokenizer, text: str, top_k: int = 5) -> list[tuple[str, fl
   return [(tokenizer.id_to_piece(int(i)), float(probs[i])) for i in best]
 
 
-FINAL_FILE = workdir_lib.FINAL_EVAL_FILE
 # The fields of a pretraining config that may differ on resume (beyond the trainer's).
 MAY_CHANGE_ON_RESUME = trainer.MAY_CHANGE_ON_RESUME + ("fill_mask_text",)
 
@@ -237,8 +236,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   config_checks.check_pretrain_config(config)
   workdir = config_checks.prepare_workdir(workdir)
   t = config.train
-  stored = trainer.finished(workdir, FINAL_FILE, t.num_train_steps, config,
-                            MAY_CHANGE_ON_RESUME)
+  stored = trainer.finished(workdir, workdir_lib.FINAL_EVAL_FILE, t.num_train_steps,
+                            config, MAY_CHANGE_ON_RESUME)
   if stored is not None:
     _report(stored, config)
     return {"eval": stored["eval"], "fill_mask": stored["fill_mask"]}
