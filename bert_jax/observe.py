@@ -47,6 +47,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from bert_jax import parallel
+from bert_jax.config import ModelConfig
+from bert_jax.models import BertForPreTraining
+from bert_jax.train import setup as setup_lib
 
 GIB = 2 ** 30
 # Fitted constants (see the module docstring).
@@ -119,8 +122,6 @@ class MemoryEstimate:
 
 
 def _model(config):
-  from bert_jax.config import ModelConfig
-  from bert_jax.models import BertForPreTraining
   return BertForPreTraining(ModelConfig.from_config(config.model))
 
 
@@ -147,7 +148,6 @@ def estimate_memory(config, mesh, rules=None) -> MemoryEstimate:
   {'data': n, 'fsdp': n, 'tensor': n}); `rules` default to the config's mesh rules."""
   rules = dict(rules if rules is not None else parallel.logical_axis_rules(config.mesh))
   sizes = _mesh_sizes(mesh)
-  from bert_jax.config import ModelConfig
   m, t = ModelConfig.from_config(config.model), config.train
   boxed = _abstract_params(config)
   specs = nn.get_partition_spec(boxed)
@@ -224,6 +224,5 @@ def lower_train_step(config, mesh, rules=None):
   """The real pretraining step (`bert_jax/train/setup.py`, the one the trainer runs)
   lowered from abstract state and batch: call `.compile()` on the result for XLA's
   memory analysis. Allocates nothing."""
-  from bert_jax.train import setup as setup_lib
   rules = rules if rules is not None else parallel.logical_axis_rules(config.mesh)
   return setup_lib.pretraining(config, mesh, rules, allocate=False).lower()

@@ -5,7 +5,7 @@ import os
 import numpy as np
 import pytest
 
-from bert_jax.data import corpora, grain_loader, masking, pretraining, tokenizers
+from bert_jax.data import corpora, grain_loader, masking, pieces, pretraining, tokenizers
 from tests.helpers import assert_same_batches
 
 VOCAB = 1000
@@ -114,7 +114,7 @@ def test_special_ids(tokenizer):
   ids = (tokenizer.pad_id, tokenizer.unk_id, tokenizer.cls_id, tokenizer.sep_id,
          tokenizer.mask_id, tokenizer.first_normal_id)
   assert ids == (0, 1, 2, 3, 4, 5)
-  assert [tokenizer.id_to_piece(i) for i in range(5)] == list(tokenizers.SPECIAL_TOKENS)
+  assert [tokenizer.id_to_piece(i) for i in range(5)] == list(pieces.SPECIAL_TOKENS)
   assert min(tokenizer.encode("The [MASK] and [SEP] are plain text here.")) >= 5
 
 

@@ -29,8 +29,8 @@ import os
 
 from bert_jax import storage
 from bert_jax.convert.common import ConversionError
+from bert_jax.data.pieces import SPECIAL_TOKENS
 
-SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 CHECK_TEXTS = (
     "The quick brown fox jumps over the lazy dog.",
     "  leading and  double  spaces, trailing ",
@@ -49,7 +49,7 @@ CHECK_TEXTS = (
 
 def _special_tokens_config() -> dict:
   names = ("pad_token", "unk_token", "cls_token", "sep_token", "mask_token")
-  return dict(zip(names, SPECIALS))
+  return dict(zip(names, SPECIAL_TOKENS))
 
 
 def _template(tok, ids: dict) -> None:
@@ -75,8 +75,8 @@ def wordpiece_files(directory: str, vocab_path: str, model_max_length: int) -> l
   from bert_jax.data import wordpiece
   ours = wordpiece.WordPieceTokenizer.load(vocab_path)
   tok = ours._tok  # noqa: SLF001  (the exact pipeline our WordPiece runs)
-  ids = {t: getattr(ours, f"{t[1:-1].lower()}_id") for t in SPECIALS}
-  tok.add_special_tokens([AddedToken(t, special=True) for t in SPECIALS])
+  ids = {t: getattr(ours, f"{t[1:-1].lower()}_id") for t in SPECIAL_TOKENS}
+  tok.add_special_tokens([AddedToken(t, special=True) for t in SPECIAL_TOKENS])
   _template(tok, ids)
   _save(tok, directory)
   _write_json(storage.join(directory, "tokenizer_config.json"), {
@@ -151,8 +151,8 @@ def sentencepiece_files(directory: str, model_path: str, model_max_length: int
   ours = spm_lib.SentencePieceTokenizer.load(model_path)
   tok = sentencepiece_tokenizer(model_path)
   check_same_ids(tok, ours.encode, CHECK_TEXTS, model_path)
-  tok.add_special_tokens([AddedToken(t, special=True) for t in SPECIALS])
-  _template(tok, {t: i for i, t in enumerate(spm_lib.SPECIAL_TOKENS)})
+  tok.add_special_tokens([AddedToken(t, special=True) for t in SPECIAL_TOKENS])
+  _template(tok, {t: i for i, t in enumerate(SPECIAL_TOKENS)})
   _save(tok, directory)
   _write_json(storage.join(directory, "tokenizer_config.json"), {
       "tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": model_max_length,

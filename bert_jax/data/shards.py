@@ -4,26 +4,73 @@
 examples (``pretraining.create_pairs``), optionally draws static masks, writes the
 records (``records.py``) to a temporary file renamed when complete, and then a
 sidecar ``SHARD.json`` with its counts and the options hash that marks it finished.
+
+``Options`` (everything that decides the examples) is defined here, where the workers
+read it; ``prepare.py`` builds it from the command line, hashes it into the manifest
+and hands it to each worker.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from bert_jax import storage
-from bert_jax.data import masking, pretraining, records, tokenizers
-
-if TYPE_CHECKING:
-  from bert_jax.data.prepare import Options
+from bert_jax.data import masking, pretraining, records, segment, tokenizers
 
 SHARD_SUFFIX = ".arrayrecord"
 SPLITS = ("train", "eval")
 _TOP_TOKENS = 64  # per shard, for the most-frequent-token baseline
 _WRITER_OPTIONS = "group_size:1,snappy"  # a record per chunk, cheap to decompress: random access
+
+
+@dataclasses.dataclass(frozen=True)
+class Options:
+  """Everything that decides the examples; stored in the manifest and hashed."""
+  corpus: str
+  max_seq_length: int = 128
+  objective: str = "nsp"              # nsp | sop | none
+  short_seq_prob: float = 0.1
+  dupe_factor: int = 5
+  masking: str = "dynamic"            # dynamic | static
+  masked_lm_prob: float = 0.15
+  max_predictions_per_seq: int = 20
+  whole_word_masking: bool = False
+  masking_budget: str = "maskable"    # static masks: maskable | all_tokens (masking.py)
+  mask_unk: bool = False              # static masks: [UNK] maskable, as the original
+  random_replacement: str = "normal_ids"  # static masks: normal_ids | any_id
+  whole_word_segmenter: str = "none"  # static masks: none | jieba (segment.py)
+  docs_per_shard: int = 1000
+  eval_fraction: float = 0.0
+  seed: int = 0
+  on_bad_utf8: str = "error"
+
+  def check(self) -> None:
+    if self.objective not in pretraining.OBJECTIVES:
+      raise ValueError(f"--objective: expected one of {pretraining.OBJECTIVES}, "
+                       f"found {self.objective!r}")
+    if self.masking not in ("dynamic", "static"):
+      raise ValueError(f"--masking: expected 'dynamic' or 'static', found {self.masking!r}")
+    if self.whole_word_segmenter != "none" and not self.whole_word_masking:
+      raise ValueError(f"--whole_word_segmenter={self.whole_word_segmenter!r} needs "
+                       "--whole_word_masking=true")
+    for name, allowed in (("masking_budget", masking.MASKING_BUDGETS),
+                          ("random_replacement", masking.RANDOM_REPLACEMENTS),
+                          ("whole_word_segmenter", segment.SEGMENTERS)):
+      if getattr(self, name) not in allowed:
+        raise ValueError(f"--{name}: expected one of {allowed}, found {getattr(self, name)!r}")
+    if self.docs_per_shard < 2:
+      raise ValueError(f"--docs_per_shard: expected >= 2, found {self.docs_per_shard}")
+    if not 0.0 <= self.eval_fraction < 1.0:
+      raise ValueError(f"--eval_fraction: expected a value in [0, 1), found "
+                       f"{self.eval_fraction}")
+    if not 1 <= self.max_predictions_per_seq <= self.max_seq_length:
+      raise ValueError(f"--max_predictions_per_seq: expected 1..max_seq_length="
+                       f"{self.max_seq_length}, found {self.max_predictions_per_seq}")
 
 
 def shard_name(split: str, index: int) -> str:

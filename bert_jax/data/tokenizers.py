@@ -23,8 +23,9 @@ import numpy as np
 import sentencepiece as spm
 
 from bert_jax import storage
+from bert_jax.data import wordpiece
+from bert_jax.data.pieces import SPECIAL_TOKENS, lookup_word_starts
 
-SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 PAD_ID, UNK_ID, CLS_ID, SEP_ID, MASK_ID = range(len(SPECIAL_TOKENS))
 FIRST_NORMAL_ID = len(SPECIAL_TOKENS)
 
@@ -213,16 +214,6 @@ class SentencePieceTokenizer:
     return lookup_word_starts(self._word_start_table, ids)
 
 
-def lookup_word_starts(table: np.ndarray, ids: np.ndarray) -> np.ndarray:
-  """``table[ids]`` for a [vocab] bool table, with a range check naming the bounds."""
-  ids = np.asarray(ids)
-  if ids.size and (ids.min() < 0 or ids.max() >= len(table)):
-    raise ValueError(
-        f"word_start_mask: expected ids in [0, {len(table)}), "
-        f"found [{ids.min()}, {ids.max()}]")
-  return table[ids]
-
-
 def _sentences(documents: Iterable[Sequence[str]]) -> Iterator[str]:
   for doc in documents:
     yield from (s for s in doc if s)
@@ -294,7 +285,6 @@ def load_tokenizer(path: str, lowercase: bool | None = None):
     lowercase: WordPiece only: uncased basic tokenisation; None reads
       ``tokenizer_config.json`` beside the vocab or infers it from the vocab.
   """
-  from bert_jax.data import wordpiece  # pylint: disable=import-outside-toplevel
   if path.endswith(".txt") or storage.path(path).is_dir():
     return wordpiece.WordPieceTokenizer.load(path, lowercase=lowercase)
   if path.endswith(".model"):

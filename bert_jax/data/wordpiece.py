@@ -25,9 +25,8 @@ import tokenizers as hf_tokenizers
 from tokenizers import decoders, models, normalizers, pre_tokenizers
 
 from bert_jax import storage
-from bert_jax.data import tokenizers
+from bert_jax.data.pieces import SPECIAL_TOKENS, lookup_word_starts
 
-SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 CONTINUATION_PREFIX = "##"
 MAX_INPUT_CHARS_PER_WORD = 100  # as google-research/bert tokenization.py
 VOCAB_FILENAME = "vocab.txt"
@@ -170,4 +169,4 @@ class WordPieceTokenizer:
 
   def word_start_mask(self, ids: np.ndarray) -> np.ndarray:
     """Same shape as ``ids``, True where a piece begins a word (not ``##``)."""
-    return tokenizers.lookup_word_starts(self._word_start_table, ids)
+    return lookup_word_starts(self._word_start_table, ids)
