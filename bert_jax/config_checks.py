@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 
+from bert_jax import storage
 from bert_jax.config import ModelConfig
 from bert_jax.data import masking
 
@@ -57,9 +58,16 @@ def check_pretrain_config(c) -> None:
 
 
 def prepare_workdir(workdir: str) -> str:
-  """Creates the workdir; an unwritable one is an error before any training."""
+  """Creates the workdir (absolute when local; a `gs://...` one as given); an
+  unwritable local one is an error before any training.
+
+  An object store has no directories to create or permissions to ask: a remote
+  workdir is returned as it is, and its first write says what is wrong.
+  """
   if not workdir:
     raise ValueError("--workdir is required")
+  if storage.is_remote(workdir):
+    return str(workdir).rstrip("/")
   workdir = os.path.abspath(workdir)
   try:
     os.makedirs(workdir, exist_ok=True)

@@ -28,21 +28,22 @@ Examples:
 from __future__ import annotations
 
 import json
-import os
 import sys
 from typing import Iterator
 
 from absl import app, flags, logging
 
-from bert_jax import inference
+from bert_jax import inference, storage
 
 _MODEL = flags.DEFINE_string("model", None, "model directory (see the module docstring)",
                              required=True)
 _TASK = flags.DEFINE_enum("task", None, list(inference.PIPELINES), "the pipeline",
                           required=True)
-_INPUT = flags.DEFINE_string("input", "-", "JSON-lines file, or - for stdin")
-_OUTPUT = flags.DEFINE_string("output", "-", "JSON-lines file (written whole at the "
-                              "end, via a temporary file), or - for stdout")
+_INPUT = flags.DEFINE_string("input", "-", "JSON-lines file (local or gs://), or - for "
+                             "stdin")
+_OUTPUT = flags.DEFINE_string("output", "-", "JSON-lines file (local or gs://; it appears "
+                              "whole at the end: a temporary file, or one object "
+                              "upload), or - for stdout")
 _BATCH = flags.DEFINE_integer("batch_size", 32, "rows (windows) per model call")
 _CHUNK = flags.DEFINE_integer("chunk", 512, "input lines read, sorted by length and "
                               "run together")
@@ -74,7 +75,7 @@ class InputError(ValueError):
 
 def read_rows(path: str) -> Iterator[tuple[str, dict]]:
   """(where, row) per non-empty line of a JSON-lines file (or stdin)."""
-  f = sys.stdin if path == "-" else open(path, encoding="utf-8")  # noqa: SIM115
+  f = sys.stdin if path == "-" else storage.open_text(path)
   name = "stdin" if path == "-" else path
   try:
     for n, line in enumerate(f):
@@ -148,39 +149,32 @@ def _chunks(rows, size):
 def _count_lines(path: str) -> int | None:
   if path == "-":
     return None
-  with open(path, encoding="utf-8") as f:
+  with storage.open_text(path) as f:
     return sum(1 for line in f if line.strip())
 
 
 def predict(model_path: str, task: str, input_path: str, output_path: str) -> int:
   """Runs the pipeline over every line; returns the number of lines written."""
-  import tqdm
-  if input_path != "-" and not os.path.isfile(input_path):
+  if input_path != "-" and not storage.path(input_path).is_file():
     raise InputError(f"--input {input_path} does not exist")
   tok, model = inference.load(model_path)
-  out = sys.stdout if output_path == "-" else None
-  tmp = None
-  if out is None:
-    os.makedirs(os.path.dirname(os.path.abspath(output_path)), exist_ok=True)
-    tmp = f"{output_path}.tmp-{os.getpid()}"
-    out = open(tmp, "w", encoding="utf-8")  # noqa: SIM115
+  if output_path == "-":
+    return _write_results(sys.stdout, task, tok, model, input_path)
+  with storage.open_atomic(output_path, text=True) as out:
+    return _write_results(out, task, tok, model, input_path)
+
+
+def _write_results(out, task: str, tok, model, input_path: str) -> int:
+  import tqdm
   written = 0
-  try:
-    with tqdm.tqdm(total=_count_lines(input_path), unit="line", file=sys.stderr,
-                   disable=None) as bar:
-      for chunk in _chunks(read_rows(input_path), _CHUNK.value):
-        for (_, row), result in zip(chunk, run_chunk(task, tok, model, chunk)):
-          ids = {k: row[k] for k in ("id", "idx") if k in row}
-          out.write(json.dumps({**ids, **result}, ensure_ascii=False) + "\n")
-          written += 1
-        bar.update(len(chunk))
-    if tmp:
-      out.close()
-      os.replace(tmp, output_path)
-  finally:
-    if tmp and os.path.exists(tmp):
-      out.close()
-      os.remove(tmp)
+  with tqdm.tqdm(total=_count_lines(input_path), unit="line", file=sys.stderr,
+                 disable=None) as bar:
+    for chunk in _chunks(read_rows(input_path), _CHUNK.value):
+      for (_, row), result in zip(chunk, run_chunk(task, tok, model, chunk)):
+        ids = {k: row[k] for k in ("id", "idx") if k in row}
+        out.write(json.dumps({**ids, **result}, ensure_ascii=False) + "\n")
+        written += 1
+      bar.update(len(chunk))
   return written
 
 

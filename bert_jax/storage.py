@@ -22,11 +22,16 @@ set to `false` on import, so epath takes its fsspec backend (`gcsfs`), which hon
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import glob as glob_lib
+import io
 import json
 import os
+import shutil
 import tempfile
 import uuid
+from typing import IO, Iterator
 
 os.environ.setdefault("EPATH_USE_TF", "false")
 
@@ -34,6 +39,7 @@ from etils import epath  # pylint: disable=g-import-not-at-top,wrong-import-posi
 
 PathLike = str | os.PathLike
 REMOTE_PREFIXES = ("gs://", "s3://", "az://", "hf://")
+_CHUNK = 8 << 20   # bytes per read of a streamed copy
 
 
 def path(p: PathLike) -> epath.Path:
@@ -56,6 +62,27 @@ def join(p: PathLike, *parts: str) -> str:
   return os.fspath(path(p).joinpath(*parts))
 
 
+def absolute(p: PathLike) -> epath.Path:
+  """`p` as an absolute `epath.Path`: local paths through `os.path.abspath`, remote as written."""
+  return path(p if is_remote(p) else os.path.abspath(p))
+
+
+def glob(pattern: str) -> list[str]:
+  """Sorted paths matching `pattern` (`*`, `?`, `[...]`, `**`), local or remote.
+
+  Local patterns go through `glob.glob` (`~` expanded, `**` recursive); a remote one is
+  split at its first wildcard component and matched by the store's own listing.
+  """
+  if not is_remote(pattern):
+    return sorted(glob_lib.glob(os.path.expanduser(pattern), recursive=True))
+  parts = pattern.split("/")
+  first = next((i for i, part in enumerate(parts) if glob_lib.has_magic(part)), None)
+  if first is None:
+    return [pattern] if exists(pattern) else []
+  root, rest = "/".join(parts[:first]), "/".join(parts[first:])
+  return sorted(os.fspath(p) for p in path(root).glob(rest))
+
+
 def same_path(a: PathLike, b: PathLike) -> bool:
   """Whether `a` and `b` name one file (local paths compared absolute, remote as written)."""
   if is_remote(a) or is_remote(b):
@@ -63,27 +90,57 @@ def same_path(a: PathLike, b: PathLike) -> bool:
   return os.path.abspath(a) == os.path.abspath(b)
 
 
-def write_bytes_atomic(p: PathLike, data: bytes) -> None:
-  """Writes `data` to `p` so that readers see the old content or the new, never a part.
+def open_text(p: PathLike, mode: str = "r", encoding: str = "utf-8",
+              newline: str | None = None) -> IO[str]:
+  """`p` opened in text `mode` ('r', 'w', 'a'; 'a' only locally), decoded as
+  `encoding` whatever the locale (epath's own `open` drops `encoding` and `newline`)."""
+  return io.TextIOWrapper(path(p).open(mode + "b"), encoding=encoding, newline=newline)
 
-  Locally: a temporary sibling then `os.replace`; a failure removes the temporary and
-  leaves the old file intact. Remote: one object upload (atomic by itself).
+
+@contextlib.contextmanager
+def open_atomic(p: PathLike, text: bool = False) -> Iterator[IO]:
+  """A file to write (binary; UTF-8 text with `text`) that becomes `p` whole when the
+  block succeeds.
+
+  Locally: a temporary sibling, then `os.replace`; a failure removes the temporary and
+  leaves the old file intact. Remote: one object upload, sent when the block ends (an
+  upload is atomic by itself); a failure abandons it, so the old object stays.
   """
+  if text:
+    with open_atomic(p) as raw:
+      wrapper = io.TextIOWrapper(raw, encoding="utf-8")
+      yield wrapper
+      wrapper.detach()   # flushes; the binary file is closed (and placed) below
+    return
   target = path(p)
   target.parent.mkdir(parents=True, exist_ok=True)
   if is_remote(p):
-    target.write_bytes(data)
+    f = target.open("wb")
+    try:
+      yield f
+    except BaseException:
+      f.discard()     # fsspec: cancels a multi-part upload already begun, and
+      f.closed = True  # keeps close() from sending what is buffered
+      raise
+    f.close()
     return
   directory = os.path.dirname(os.path.abspath(p))
   fd, tmp = tempfile.mkstemp(dir=directory, prefix=os.path.basename(p) + ".tmp")
   try:
     with os.fdopen(fd, "wb") as f:
-      f.write(data)
+      yield f
     os.replace(tmp, p)
   except BaseException:
     if os.path.exists(tmp):
       os.remove(tmp)
     raise
+
+
+def write_bytes_atomic(p: PathLike, data: bytes) -> None:
+  """Writes `data` to `p` so that readers see the old content or the new, never a part
+  (`open_atomic`)."""
+  with open_atomic(p) as f:
+    f.write(data)
 
 
 def write_text_atomic(p: PathLike, text: str) -> None:
@@ -99,6 +156,20 @@ def write_json_atomic(p: PathLike, obj) -> None:
 def read_json(p: PathLike):
   """The JSON value stored at `p`."""
   return json.loads(path(p).read_text(encoding="utf-8"))
+
+
+def copy_file(src: PathLike, dst: PathLike) -> None:
+  """Copies the file `src` to `dst` (either local or remote), streamed, through
+  `open_atomic`: never through the source backend's own `copy` (a local backend would
+  write a remote `dst` into a local folder named `gs:`)."""
+  with path(src).open("rb") as r, open_atomic(dst) as w:
+    shutil.copyfileobj(r, w, _CHUNK)
+
+
+def copy_tree(src: PathLike, dst: PathLike) -> None:
+  """Copies the directory tree `src` into `dst` (each file by `copy_file`), between
+  any two kinds of storage."""
+  _copy_tree(path(src), path(dst))
 
 
 def _is_nonempty(target: epath.Path) -> bool:
@@ -151,7 +222,7 @@ def _copy_tree(src: epath.Path, dst: epath.Path) -> None:
     if child.is_dir():
       _copy_tree(child, dst / child.name)
     else:
-      child.copy(dst / child.name, overwrite=True)
+      copy_file(child, dst / child.name)
 
 
 def _default_permissions(root: str) -> None:
@@ -163,6 +234,16 @@ def _default_permissions(root: str) -> None:
       os.chmod(os.path.join(directory, d), 0o777 & ~umask)
     for f in files:
       os.chmod(os.path.join(directory, f), 0o666 & ~umask)
+
+
+_STAGED = contextlib.ExitStack()   # staged copies, removed when the process exits
+atexit.register(_STAGED.close)
+
+
+def staged(p: PathLike) -> str:
+  """`local_copy(p)` kept until the process exits, for readers that outlive one
+  block (the loader's ArrayRecord shards); `p` itself when local."""
+  return _STAGED.enter_context(local_copy(p))
 
 
 @contextlib.contextmanager
@@ -184,7 +265,7 @@ def local_copy(p: PathLike, cache_dir: PathLike | None = None):
     if src.is_dir():
       _copy_tree(src, local)
     else:
-      src.copy(local, overwrite=True)
+      copy_file(src, local)
     yield os.fspath(local)
   finally:
     if own:

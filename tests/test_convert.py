@@ -420,7 +420,7 @@ def test_failed_write_leaves_no_partial_dir(hf_dir, tmp_path, monkeypatch):
   def fail(*args):
     raise OSError("disk full")
 
-  monkeypatch.setattr(formats.shutil, "copy2", fail)  # after the weights are written
+  monkeypatch.setattr(formats.storage, "copy_file", fail)  # after the weights are written
   with pytest.raises(OSError, match="disk full"):
     convert.convert(str(hf_dir), dst, dst_format="hf")
   assert_no_output(dst)

@@ -10,7 +10,7 @@ import tensorflow_datasets as tfds
 from bert_jax.data import tasks
 from bert_jax.data.tasks import classification, common, ner
 from bert_jax.models import params as params_lib
-from bert_jax.train import finetune, losses, optim
+from bert_jax.train import finetune, finetune_source, losses, optim
 from configs import finetune_common, finetune_glue, finetune_ner, finetune_squad
 
 VOCAB = os.path.join(finetune_common.minilm_dir(), "vocab.txt")
@@ -211,7 +211,7 @@ def test_init_from_a_bert_jax_pretraining_checkpoint(tmp_path):
   ck = checkpoint.Checkpointer(str(tmp_path / "checkpoints"))
   ck.save(7, st, {"epoch": 0, "batch": 0})
   ck.close()
-  loaded = finetune.load_bert_jax_workdir(str(tmp_path))
+  loaded = finetune_source.load_bert_jax_workdir(str(tmp_path))
   assert set(loaded) == {"bert"}
   np.testing.assert_array_equal(
       loaded["bert"]["embeddings"]["word_embeddings"]["embedding"],

@@ -11,7 +11,7 @@ from bert_jax import parallel
 from bert_jax.config import ModelConfig
 from bert_jax.models import BertForPreTraining, BertForSequenceClassification
 from bert_jax.models import params as params_lib
-from bert_jax.train import checkpoint, finetune, optim, state as state_lib
+from bert_jax.train import checkpoint, finetune_source, optim, state as state_lib
 from configs import common
 
 LAYERS = 3
@@ -85,7 +85,8 @@ def test_finetune_starts_from_every_pretrained_encoder_leaf(workdirs, task_state
   workdir, source = workdirs[source_scan]
   task = task_states[task_scan]
   assert params_lib.is_scanned(task.params) == task_scan
-  merged = finetune.merge_params(task.params, finetune.load_bert_jax_workdir(workdir))
+  merged = finetune_source.merge_params(task.params,
+                                        finetune_source.load_bert_jax_workdir(workdir))
   assert params_lib.is_scanned(merged) == task_scan
   got = dict(params_lib.flatten(params_lib.to_per_layer(jax.device_get(merged))))
   want = dict(params_lib.flatten(source))
@@ -128,7 +129,7 @@ def test_mismatched_checkpoint_names_every_leaf(workdirs):
   task = abstract_params(BertForSequenceClassification(c, 2))
   with pytest.raises(ValueError, match=r"bert/encoder/layer_0/intermediate/kernel: "
                                        r"init.checkpoint shape \(16, 32\), model \(16, 48\)"):
-    finetune.merge_params(task, finetune.load_bert_jax_workdir(workdir))
+    finetune_source.merge_params(task, finetune_source.load_bert_jax_workdir(workdir))
 
 
 def test_weight_decay_mask_skips_biases_and_norms_in_both_layouts():
@@ -167,7 +168,8 @@ def test_ablated_checkpoint_restores_in_the_other_layout_and_fine_tunes(tmp_path
 
   for scan in (False, True):
     task = abstract_params(BertForSequenceClassification(model_config(scan, **ABLATED), 2))
-    merged = finetune.merge_params(task, finetune.load_bert_jax_workdir(str(tmp_path)))
+    merged = finetune_source.merge_params(
+        task, finetune_source.load_bert_jax_workdir(str(tmp_path)))
     got = dict(params_lib.flatten(params_lib.to_per_layer(jax.device_get(merged))))
     for path, value in params_lib.flatten(want["bert"], "bert"):
       np.testing.assert_array_equal(got[path], value, err_msg=path)

@@ -11,7 +11,8 @@ import optax
 import pytest
 
 from bert_jax import parallel
-from bert_jax.train import finetune, finetune_steps, setup as setup_lib, trainer
+from bert_jax.train import finetune, finetune_source, finetune_steps
+from bert_jax.train import setup as setup_lib, trainer
 from configs import finetune_glue
 from tests.test_finetune_workdir import reference, task_files  # noqa: F401 (fixtures)
 
@@ -121,15 +122,15 @@ def test_finetuning_resume_does_not_read_the_source_weights(task_files, referenc
   c.train.global_batch_size, c.train.num_epochs = 8, 1.0
   workdir = str(tmp_path / "resumed")
   calls = []
-  real_load = finetune.load_bert_jax_workdir
-  monkeypatch.setattr(finetune, "load_bert_jax_workdir",
+  real_load = finetune_source.load_bert_jax_workdir
+  monkeypatch.setattr(finetune_source, "load_bert_jax_workdir",
                       lambda where: calls.append(where) or real_load(where))
   finetune.train_and_evaluate(c, workdir)
   assert calls == [ref_dir]
 
   def gone(where):
     raise FileNotFoundError(f"{where}: source weights read again")
-  monkeypatch.setattr(finetune, "load_bert_jax_workdir", gone)
+  monkeypatch.setattr(finetune_source, "load_bert_jax_workdir", gone)
   c.train.num_epochs = 2.0
   result = finetune.train_and_evaluate(c, workdir)
   assert [r["epoch"] for r in result["epochs"]] == [1, 2]

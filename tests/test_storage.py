@@ -73,3 +73,31 @@ def test_unserialisable_json_keeps_the_old_file(tmp_path):
     storage.write_json_atomic(target, {"a": object()})
   assert storage.read_json(target) == {"a": 1}
   assert os.listdir(tmp_path) == ["results.json"]
+
+
+def test_remote_failed_write_keeps_the_old_object_and_copies_cross_storage(
+    gcs_bucket, tmp_path, monkeypatch):  # noqa: F811
+  monkeypatch.chdir(tmp_path)
+  p = storage.join(gcs_bucket, "a.txt")
+  storage.write_text_atomic(p, "old")
+  with pytest.raises(RuntimeError):
+    with storage.open_atomic(p) as f:
+      f.write(b"new")
+      raise RuntimeError
+  assert storage.path(p).read_text() == "old"
+  local = tmp_path / "b.txt"
+  local.write_text("local")
+  storage.copy_file(local, storage.join(gcs_bucket, "d", "b.txt"))   # local -> remote
+  storage.copy_file(storage.join(gcs_bucket, "d", "b.txt"), tmp_path / "c.txt")
+  assert (tmp_path / "c.txt").read_text() == "local"
+  assert sorted(os.listdir(tmp_path)) == ["b.txt", "c.txt"]   # no local `gs:` folder
+
+
+def test_workdir_names_its_files_without_a_local_gs_dir(tmp_path, monkeypatch):
+  from bert_jax import workdir
+  monkeypatch.chdir(tmp_path)
+  assert str(workdir.checkpoints("gs://b/run")) == "gs://b/run/checkpoints"
+  assert str(workdir.epoch_predictions("gs://b/run", 2)) == "gs://b/run/predictions/epoch_2"
+  assert str(workdir.trained_tokenizer("run")) == str(tmp_path / "run/tokenizer/spm.model")
+  assert workdir.tokenizer_entry("/x/vocab.txt") == "tokenizer/vocab.txt"
+  assert os.listdir(tmp_path) == []

@@ -8,10 +8,11 @@ arrays that do not fit.
 
 from __future__ import annotations
 
-import json
 from typing import Any, Mapping
 
 import numpy as np
+
+from bert_jax import storage
 
 from bert_jax.models.params import flatten, unflatten  # noqa: F401  (the one tree flattening)
 
@@ -25,8 +26,7 @@ def read_json(path: str, error: type[Exception] = ConversionError, what: str = "
   file (after `what`, e.g. the config field that named it, when given)."""
   prefix = f"{what}: " if what else ""
   try:
-    with open(path, encoding="utf-8") as f:
-      return json.load(f)
+    return storage.read_json(path)
   except FileNotFoundError:
     raise error(f"{prefix}missing file {path}") from None
   except ValueError as e:

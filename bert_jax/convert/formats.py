@@ -16,12 +16,10 @@ that gives our ids (`hf_tokenizer.py`), or fails saying why it cannot.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
-import shutil
 from typing import Any
 
-from bert_jax import storage
+from bert_jax import storage, workdir as workdir_lib
 from bert_jax.convert import hf, hf_tokenizer, native, tf
 from bert_jax.convert.common import ConversionError, complete_heads, flatten
 
@@ -53,13 +51,15 @@ class Loaded:
 
 def detect(src: str) -> str:
   """The format of `src`, from the files it holds."""
-  if not os.path.exists(src) and not os.path.isfile(src + ".index"):
+  path = storage.path(src)
+  if not path.exists() and not storage.path(src + ".index").is_file():
     raise ConversionError(f"--src {src} does not exist")
-  if os.path.isdir(src) and hf.is_hf_dir(src):
+  is_dir = path.is_dir()
+  if is_dir and hf.is_hf_dir(src):
     return "hf"
-  if os.path.isdir(src) and native.is_params_dir(src):
+  if is_dir and native.is_params_dir(src):
     return "bert_jax"
-  if os.path.isdir(src) and native.is_workdir(src):
+  if is_dir and native.is_workdir(src):
     return "workdir"
   if tf.is_tf_dir(src):
     return "tf"
@@ -71,8 +71,8 @@ def detect(src: str) -> str:
 
 
 def _tokenizer_files(directory: str) -> list[str]:
-  return [os.path.join(directory, f) for f in TOKENIZER_FILES
-          if os.path.isfile(os.path.join(directory, f))]
+  return [storage.join(directory, f) for f in TOKENIZER_FILES
+          if (storage.path(directory) / f).is_file()]
 
 
 def _mapped(state_dict, cfg, weights: str, config_file: str) -> dict:
@@ -99,7 +99,7 @@ def load(src: str, fmt: str = "auto", *, step: int | str | None = None,
                     _tokenizer_files(os.path.dirname(prefix)), skipped=skipped)
   elif fmt == "workdir":
     params, cfg, tokenizer, step, task = native.read_workdir(src, step)
-    loaded = Loaded(params, cfg, os.path.join(src, "checkpoints", str(step)), fmt,
+    loaded = Loaded(params, cfg, str(workdir_lib.checkpoint(src, step)), fmt,
                     tokenizer, task=task)
   elif fmt == "bert_jax":
     params, cfg = native.read_params_dir(src)
@@ -126,18 +126,17 @@ def save(loaded: Loaded, dst: str, fmt: str) -> dict:
     else:
       written = native.write_params_dir(tmp, loaded.params, loaded.model_config)
     for path in loaded.tokenizer_files:
-      shutil.copy2(path, os.path.join(tmp, os.path.basename(path)))
+      storage.copy_file(path, storage.join(tmp, os.path.basename(path)))
       written.append(os.path.basename(path))
     if fmt == "hf":  # a tokenizer transformers loads, with our ids (or a clear refusal)
       written += hf_tokenizer.write(tmp, loaded.tokenizer_files,
                                     int(loaded.model_config.max_position_embeddings))
     if fmt == "bert_jax":
       written.append(SUMMARY_FILE)
-    summary = {**loaded.summary(), "to": fmt, "dst": os.path.abspath(dst),
+    summary = {**loaded.summary(), "to": fmt, "dst": str(storage.absolute(dst)),
                "written": written}
     if fmt == "bert_jax":
-      with open(os.path.join(tmp, SUMMARY_FILE), "w", encoding="utf-8") as f:
-        json.dump(summary, f, indent=2)
+      storage.write_json_atomic(storage.join(tmp, SUMMARY_FILE), summary)
   return summary
 
 

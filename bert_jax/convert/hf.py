@@ -24,6 +24,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from bert_jax import storage
 from bert_jax.config import ModelConfig
 from bert_jax.convert.common import (ConversionError, check_shapes, expected_shapes,
                                      flatten, unflatten)
@@ -281,30 +282,36 @@ def task_hf(params: Mapping[str, Any], cfg, task: Mapping[str, Any]
 
 
 def is_hf_dir(path: str) -> bool:
-  return os.path.isfile(os.path.join(path, CONFIG_FILE)) and any(
-      os.path.isfile(os.path.join(path, f)) for f in (SAFETENSORS_FILE, TORCH_FILE))
+  d = storage.path(path)
+  return (d / CONFIG_FILE).is_file() and any(
+      (d / f).is_file() for f in (SAFETENSORS_FILE, TORCH_FILE))
 
 
 def read_hf_dir(path: str) -> tuple[dict[str, np.ndarray], ModelConfig, str]:
   """HF checkpoint dir -> (state dict of numpy arrays, model config, weights file)."""
-  config_path = os.path.join(path, CONFIG_FILE)
-  if not os.path.isfile(config_path):
+  config_path = storage.join(path, CONFIG_FILE)
+  if not storage.path(config_path).is_file():
     raise ConversionError(f"{path} has no {CONFIG_FILE} (found: {_listing(path)})")
-  with open(config_path, encoding="utf-8") as f:
-    cfg = model_config_from_json(json.load(f), config_path)
-  st, pt = os.path.join(path, SAFETENSORS_FILE), os.path.join(path, TORCH_FILE)
-  if os.path.isfile(st):
-    from safetensors.numpy import load_file
-    try:
-      return dict(load_file(st)), cfg, st
-    except TypeError:  # bfloat16, which numpy cannot hold: read through torch
-      from safetensors.torch import load_file as load_torch
-      return _floats(_need_torch(st) and load_torch(st)), cfg, st
-  if os.path.isfile(pt):
+  cfg = model_config_from_json(storage.read_json(config_path), config_path)
+  st, pt = storage.join(path, SAFETENSORS_FILE), storage.join(path, TORCH_FILE)
+  if storage.path(st).is_file():
+    with storage.local_copy(st) as local:   # safetensors and torch read local files
+      return _read_safetensors(local, st), cfg, st
+  if storage.path(pt).is_file():
     torch = _need_torch(pt)
-    return _floats(torch.load(pt, map_location="cpu", weights_only=True)), cfg, pt
+    with storage.local_copy(pt) as local:
+      return _floats(torch.load(local, map_location="cpu", weights_only=True)), cfg, pt
   raise ConversionError(f"{path} has neither {SAFETENSORS_FILE} nor {TORCH_FILE} "
                         f"(found: {_listing(path)})")
+
+
+def _read_safetensors(local: str, named: str) -> dict[str, np.ndarray]:
+  from safetensors.numpy import load_file
+  try:
+    return dict(load_file(local))
+  except TypeError:  # bfloat16, which numpy cannot hold: read through torch
+    from safetensors.torch import load_file as load_torch
+    return _floats(_need_torch(named) and load_torch(local))
 
 
 def _need_torch(path: str):
@@ -325,18 +332,19 @@ def write_hf_dir(path: str, params, cfg, task: Mapping[str, Any] | None = None
   """Writes config.json and model.safetensors into the existing dir `path`:
   `BertForPreTraining`, or with `task` (a fine-tuned workdir's task.json) the task's
   class (`task_hf`)."""
-  from safetensors.numpy import save_file
+  from safetensors.numpy import save
   if task is None:
     sd, config = hf_state_dict(params, cfg), config_json(cfg)
   else:
     sd, config = task_hf(params, cfg, task)
-  with open(os.path.join(path, CONFIG_FILE), "w", encoding="utf-8") as f:
-    json.dump(config, f, indent=2, sort_keys=True)
-  save_file(sd, os.path.join(path, SAFETENSORS_FILE), metadata={"format": "pt"})
+  storage.write_json_atomic(storage.join(path, CONFIG_FILE), config)
+  storage.write_bytes_atomic(storage.join(path, SAFETENSORS_FILE),
+                             save(sd, metadata={"format": "pt"}))
   return [CONFIG_FILE, SAFETENSORS_FILE]
 
 
 def _listing(path: str) -> str:
-  if not os.path.isdir(path):
+  d = storage.path(path)
+  if not d.is_dir():
     return "the directory does not exist"
-  return ", ".join(sorted(os.listdir(path))) or "nothing"
+  return ", ".join(sorted(p.name for p in d.iterdir())) or "nothing"

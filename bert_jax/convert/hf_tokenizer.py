@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import os
 
+from bert_jax import storage
 from bert_jax.convert.common import ConversionError
 
 SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
@@ -59,8 +60,13 @@ def _template(tok, ids: dict) -> None:
 
 
 def _write_json(path: str, obj: dict) -> None:
-  with open(path, "w", encoding="utf-8") as f:
-    json.dump(obj, f, indent=2, ensure_ascii=False)
+  storage.write_text_atomic(path, json.dumps(obj, indent=2, ensure_ascii=False))
+
+
+def _save(tok, directory: str) -> None:
+  """`directory/tokenizer.json` (as `Tokenizer.save` writes it), local or remote."""
+  storage.write_text_atomic(storage.join(directory, "tokenizer.json"),
+                            tok.to_str(pretty=True))
 
 
 def wordpiece_files(directory: str, vocab_path: str, model_max_length: int) -> list[str]:
@@ -72,12 +78,12 @@ def wordpiece_files(directory: str, vocab_path: str, model_max_length: int) -> l
   ids = {t: getattr(ours, f"{t[1:-1].lower()}_id") for t in SPECIALS}
   tok.add_special_tokens([AddedToken(t, special=True) for t in SPECIALS])
   _template(tok, ids)
-  tok.save(os.path.join(directory, "tokenizer.json"))
-  _write_json(os.path.join(directory, "tokenizer_config.json"), {
+  _save(tok, directory)
+  _write_json(storage.join(directory, "tokenizer_config.json"), {
       "tokenizer_class": "BertTokenizer", "do_lower_case": ours.lowercase,
       "strip_accents": None, "tokenize_chinese_chars": True, "do_basic_tokenize": True,
       "model_max_length": model_max_length, **_special_tokens_config()})
-  _write_json(os.path.join(directory, "special_tokens_map.json"), _special_tokens_config())
+  _write_json(storage.join(directory, "special_tokens_map.json"), _special_tokens_config())
   return ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"]
 
 
@@ -86,8 +92,7 @@ def sentencepiece_tokenizer(model_path: str):
   from sentencepiece import sentencepiece_model_pb2
   from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers
   proto = sentencepiece_model_pb2.ModelProto()
-  with open(model_path, "rb") as f:
-    proto.ParseFromString(f.read())
+  proto.ParseFromString(storage.path(model_path).read_bytes())
   kind = sentencepiece_model_pb2.TrainerSpec.ModelType.Name(proto.trainer_spec.model_type)
   byte_fallback = proto.trainer_spec.byte_fallback
   vocab = [(p.piece, p.score) for p in proto.pieces]
@@ -148,11 +153,11 @@ def sentencepiece_files(directory: str, model_path: str, model_max_length: int
   check_same_ids(tok, ours.encode, CHECK_TEXTS, model_path)
   tok.add_special_tokens([AddedToken(t, special=True) for t in SPECIALS])
   _template(tok, {t: i for i, t in enumerate(spm_lib.SPECIAL_TOKENS)})
-  tok.save(os.path.join(directory, "tokenizer.json"))
-  _write_json(os.path.join(directory, "tokenizer_config.json"), {
+  _save(tok, directory)
+  _write_json(storage.join(directory, "tokenizer_config.json"), {
       "tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": model_max_length,
       "clean_up_tokenization_spaces": False, **_special_tokens_config()})
-  _write_json(os.path.join(directory, "special_tokens_map.json"), _special_tokens_config())
+  _write_json(storage.join(directory, "special_tokens_map.json"), _special_tokens_config())
   return ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"]
 
 

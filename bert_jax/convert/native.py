@@ -17,19 +17,19 @@ A params dir is what `python -m bert_jax.convert --to=bert_jax` writes:
 
 from __future__ import annotations
 
-import json
 import os
 
 import jax
 import numpy as np
 
+from bert_jax import storage, workdir as workdir_lib
 from bert_jax.config import ModelConfig
 from bert_jax.convert.common import (ConversionError, check_shapes, expected_shapes,
                                      read_json, unflatten)
 
-CONFIG_FILE = "config.json"
+CONFIG_FILE = workdir_lib.CONFIG_FILE   # a params dir's config.json, named as a workdir's
 PARAMS_DIR = "params"
-CHECKPOINTS_DIR = "checkpoints"
+CHECKPOINTS_DIR = workdir_lib.CHECKPOINTS_DIR
 
 
 def _model_config(d: dict, where: str) -> ModelConfig:
@@ -41,7 +41,7 @@ def _model_config(d: dict, where: str) -> ModelConfig:
     raise ConversionError(str(e)) from None
 
 
-def _restore_params(path: str, cfg) -> dict:
+def _restore_params(path: storage.PathLike, cfg) -> dict:
   """Restores a params dir's orbax tree as numpy, with the shapes `cfg` implies."""
   import orbax.checkpoint as ocp  # local: `import bert_jax.convert` stays light
   shapes = unflatten({p: jax.ShapeDtypeStruct(s, np.float32)
@@ -58,24 +58,24 @@ def _restore_params(path: str, cfg) -> dict:
 
 
 def is_params_dir(path: str) -> bool:
-  return (os.path.isfile(os.path.join(path, CONFIG_FILE))
-          and os.path.isdir(os.path.join(path, PARAMS_DIR)))
+  d = storage.path(path)
+  return (d / CONFIG_FILE).is_file() and (d / PARAMS_DIR).is_dir()
 
 
 def is_workdir(path: str) -> bool:
-  return (os.path.isfile(os.path.join(path, CONFIG_FILE))
-          and os.path.isdir(os.path.join(path, CHECKPOINTS_DIR)))
+  return (workdir_lib.config_file(path).is_file()
+          and workdir_lib.checkpoints(path).is_dir())
 
 
-TASK_FILE = "task.json"   # a fine-tuned workdir's task description (train/finetune.py)
+TASK_FILE = workdir_lib.TASK_FILE   # a fine-tuned workdir's task file (train/finetune_eval.py)
 
 
 def _best_step(workdir: str, full: dict) -> int:
   """The step `--step=best` names: the best by the metric the run ranked checkpoints
   with (task.json `best_metric` for fine-tuning, train.checkpoint_best_metric else)."""
   from bert_jax.train import checkpoint as checkpoint_lib
-  task_path = os.path.join(workdir, TASK_FILE)
-  if os.path.isfile(task_path):
+  task_path = workdir_lib.task_file(workdir)
+  if task_path.is_file():
     metric, mode = read_json(task_path).get("best_metric", ""), "max"
   else:
     train = full.get("train") or {}
@@ -84,9 +84,10 @@ def _best_step(workdir: str, full: dict) -> int:
   if not metric:
     raise ConversionError(f"--step=best: {workdir} ranks no checkpoints (its run set no "
                           "train.checkpoint_best_metric)")
-  step = checkpoint_lib.best_step(os.path.join(workdir, CHECKPOINTS_DIR), metric, mode)
+  directory = workdir_lib.checkpoints(workdir)
+  step = checkpoint_lib.best_step(directory, metric, mode)
   if step is None:
-    raise ConversionError(f"--step=best: no checkpoint in {workdir}/{CHECKPOINTS_DIR} "
+    raise ConversionError(f"--step=best: no checkpoint in {directory} "
                           f"has the eval metric {metric!r}")
   return step
 
@@ -113,12 +114,12 @@ def read_workdir(workdir: str, step: int | str | None = None):
   """
   from bert_jax.models import params as params_lib
   from bert_jax.train import checkpoint as checkpoint_lib
-  where = os.path.join(workdir, CONFIG_FILE)
+  where = workdir_lib.config_file(workdir)
   full = read_json(where)
-  directory = os.path.join(workdir, CHECKPOINTS_DIR)
+  directory = workdir_lib.checkpoints(workdir)
   if step == "best":
     step = _best_step(workdir, full)
-  if step is not None and not os.path.isdir(os.path.join(directory, str(step), "state")):
+  if step is not None and not (workdir_lib.checkpoint(workdir, step) / "state").is_dir():
     raise ConversionError(f"missing checkpoint directory {directory}/{step}/state")
   try:
     params, step = checkpoint_lib.restore_params(directory, step, with_step=True)
@@ -127,8 +128,8 @@ def read_workdir(workdir: str, step: int | str | None = None):
   params = params_lib.to_per_layer(params)
   cfg = _saved_model_config(directory, step, full, where).replace(scan_layers=False)
   task = None
-  task_path = os.path.join(workdir, TASK_FILE)
-  if os.path.isfile(task_path):
+  task_path = workdir_lib.task_file(workdir)
+  if task_path.is_file():
     task = read_json(task_path)
     if "classifier" not in params:
       raise ConversionError(f"checkpoint {directory}/{step} holds no task head "
@@ -137,30 +138,29 @@ def read_workdir(workdir: str, step: int | str | None = None):
     head = params.pop("classifier")
     check_shapes(params, cfg, f"checkpoint {directory}/{step}")
     params["classifier"] = head
-    tokenizer = [os.path.join(workdir, task["tokenizer"])]
+    tokenizer = [str(workdir_lib.file(workdir, task["tokenizer"]))]
   else:
     check_shapes(params, cfg, f"checkpoint {directory}/{step}")
-    tok_path = (full.get("data") or {}).get("tokenizer_path") or os.path.join(
-        workdir, "tokenizer", "spm.model")
+    tok_path = (full.get("data") or {}).get("tokenizer_path") or str(
+        workdir_lib.trained_tokenizer(workdir))
     tokenizer = [p for p in (tok_path, os.path.splitext(tok_path)[0] + ".json")
-                 if os.path.isfile(p)]
+                 if storage.path(p).is_file()]
   return params, cfg, tokenizer, step, task
 
 
 def read_params_dir(path: str):
   """-> (params, model config, tokenizer files) of a converted-params dir."""
-  where = os.path.join(path, CONFIG_FILE)
+  where = storage.join(path, CONFIG_FILE)
   cfg = _model_config(read_json(where), where)
-  params = _restore_params(os.path.abspath(os.path.join(path, PARAMS_DIR)), cfg)
+  params = _restore_params(storage.absolute(path) / PARAMS_DIR, cfg)
   return params, cfg
 
 
 def write_params_dir(path: str, params, cfg) -> list[str]:
   """Writes config.json and params/ into the existing dir `path`."""
-  with open(os.path.join(path, CONFIG_FILE), "w", encoding="utf-8") as f:
-    json.dump({"model": cfg.to_dict()}, f, indent=2, sort_keys=True)
+  storage.write_json_atomic(storage.join(path, CONFIG_FILE), {"model": cfg.to_dict()})
   import orbax.checkpoint as ocp
   params = jax.tree_util.tree_map(lambda x: np.asarray(x, np.float32), params)
   with ocp.PyTreeCheckpointer() as ckptr:
-    ckptr.save(os.path.abspath(os.path.join(path, PARAMS_DIR)), params)
+    ckptr.save(storage.absolute(path) / PARAMS_DIR, params)
   return [CONFIG_FILE, PARAMS_DIR]

@@ -27,13 +27,12 @@ The checkpoint is read by `tf_bundle.py` (no TensorFlow needed); TensorFlow
 
 from __future__ import annotations
 
-import glob
-import json
 import os
 import re
 
 import numpy as np
 
+from bert_jax import storage
 from bert_jax.convert import hf, tf_bundle
 from bert_jax.convert.common import ConversionError
 
@@ -95,14 +94,14 @@ def hf_state_dict_from_tf(variables: dict[str, np.ndarray]
 
 def checkpoint_prefix(path: str) -> str | None:
   """The checkpoint prefix in dir `path` (or `path` itself when it is a prefix)."""
-  if os.path.isfile(path + ".index"):
+  if storage.path(path + ".index").is_file():
     return path
-  if not os.path.isdir(path):
+  if not storage.path(path).is_dir():
     return None
-  preferred = os.path.join(path, "bert_model.ckpt")
-  if os.path.isfile(preferred + ".index"):
+  preferred = storage.join(path, "bert_model.ckpt")
+  if storage.path(preferred + ".index").is_file():
     return preferred
-  indexes = sorted(glob.glob(os.path.join(path, "*.index")))
+  indexes = sorted(str(p) for p in storage.path(path).glob("*.index"))
   if len(indexes) > 1:
     raise ConversionError(f"{path} holds several TF checkpoints "
                           f"({', '.join(os.path.basename(i) for i in indexes)}); "
@@ -144,11 +143,13 @@ def read_tf_dir(path: str):
     raise ConversionError(f"{path} holds no TF checkpoint (*.index); found: "
                           f"{hf._listing(path)}")
   directory = os.path.dirname(prefix)
-  config_path = os.path.join(directory, CONFIG_FILE)
-  if not os.path.isfile(config_path):
+  config_path = storage.join(directory, CONFIG_FILE)
+  if not storage.path(config_path).is_file():
     raise ConversionError(f"{directory} has no {CONFIG_FILE} next to the checkpoint "
                           f"(found: {hf._listing(directory)})")
-  with open(config_path, encoding="utf-8") as f:
-    cfg = hf.model_config_from_json(json.load(f), config_path, gelu="gelu_new")
-  sd, skipped = hf_state_dict_from_tf(read_variables(prefix))
+  cfg = hf.model_config_from_json(storage.read_json(config_path), config_path,
+                                  gelu="gelu_new")
+  with storage.local_copy(directory) as local:   # the readers memory-map local files
+    variables = read_variables(os.path.join(local, os.path.basename(prefix)))
+  sd, skipped = hf_state_dict_from_tf(variables)
   return sd, cfg, prefix, skipped

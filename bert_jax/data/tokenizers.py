@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import logging
 import os
 import unicodedata
@@ -117,13 +116,14 @@ class SentencePieceTokenizer:
     return cls.load(model_path)
 
   @classmethod
-  def load(cls, path: str) -> SentencePieceTokenizer:
-    """Loads a ``.model`` file written by ``train``."""
-    if not os.path.isfile(path):
+  def load(cls, path: storage.PathLike) -> SentencePieceTokenizer:
+    """Loads a ``.model`` file written by ``train`` (local or remote: read as bytes)."""
+    model = storage.path(path)
+    if not model.is_file():
       raise FileNotFoundError(f"SentencePiece model {path} does not exist")
     processor = spm.SentencePieceProcessor()
-    processor.load(path)
-    return cls(processor, source=path)
+    processor.LoadFromSerializedProto(model.read_bytes())
+    return cls(processor, source=os.fspath(path))
 
   def _check_special_ids(self) -> None:
     for expected_id, token in enumerate(SPECIAL_TOKENS):
@@ -241,7 +241,7 @@ def _corpus_fingerprint(documents: Iterable[Sequence[str]]) -> str:
 
 def get_or_train_tokenizer(
     documents: Sequence[Sequence[str]],
-    directory: str,
+    directory: storage.PathLike,
     vocab_size: int,
     model_type: str,
     seed: int,
@@ -253,8 +253,8 @@ def get_or_train_tokenizer(
   when they differ, the model is retrained and both files are replaced atomically.
   Call it on one process per shared directory (or give each host its own).
   """
-  model_path = os.path.join(directory, MODEL_FILENAME)
-  options_path = os.path.join(directory, OPTIONS_FILENAME)
+  model_path = storage.path(directory) / MODEL_FILENAME
+  options_path = storage.path(directory) / OPTIONS_FILENAME
   options = {
       "vocab_size": vocab_size,
       "model_type": model_type,
@@ -264,12 +264,12 @@ def get_or_train_tokenizer(
       "byte_fallback": True,
       "corpus_sha256": _corpus_fingerprint(documents),
   }
-  if _read_options(options_path) == options and os.path.isfile(model_path):
+  if _read_options(options_path) == options and model_path.is_file():
     logger.info("Reusing SentencePiece model %s", model_path)
     return SentencePieceTokenizer.load(model_path)
   logger.info("Training SentencePiece model %s (%s)", model_path, options)
-  if os.path.exists(options_path):
-    os.remove(options_path)  # a crash below must not leave old options beside a new model
+  if options_path.exists():
+    options_path.unlink()  # a crash below must not leave old options beside a new model
   tokenizer = SentencePieceTokenizer.train(
       documents, model_path, vocab_size=vocab_size, model_type=model_type,
       input_sentence_size=input_sentence_size, seed=seed)
@@ -280,8 +280,7 @@ def get_or_train_tokenizer(
 def _read_options(path: str) -> dict | None:
   """The options stored beside a cached model, or None if missing or unreadable."""
   try:
-    with open(path, encoding="utf-8") as f:
-      return json.load(f)
+    return storage.read_json(path)
   except (OSError, ValueError):
     return None
 
@@ -296,7 +295,7 @@ def load_tokenizer(path: str, lowercase: bool | None = None):
       ``tokenizer_config.json`` beside the vocab or infers it from the vocab.
   """
   from bert_jax.data import wordpiece  # pylint: disable=import-outside-toplevel
-  if path.endswith(".txt") or os.path.isdir(path):
+  if path.endswith(".txt") or storage.path(path).is_dir():
     return wordpiece.WordPieceTokenizer.load(path, lowercase=lowercase)
   if path.endswith(".model"):
     return SentencePieceTokenizer.load(path)

@@ -17,10 +17,11 @@ input's shape. Params are jit arguments, not constants baked into the program.
 from __future__ import annotations
 
 import functools
-import os
+
 import jax
 import numpy as np
 
+from bert_jax import workdir as workdir_lib
 from bert_jax.inference import source as source_lib
 from bert_jax.inference.source import ModelError
 
@@ -146,7 +147,7 @@ def _load_finetune(src: source_lib.Source, step: int | None) -> Model:
   from bert_jax.train import checkpoint as checkpoint_lib
   from bert_jax.models import make_task_model
   if step is None and src.task.get("best_metric"):   # the run's test-prediction epoch
-    step = checkpoint_lib.best_step(os.path.join(src.path, native.CHECKPOINTS_DIR),
+    step = checkpoint_lib.best_step(workdir_lib.checkpoints(src.path),
                                     src.task["best_metric"], "max")
   try:
     params, cfg, _, _, _ = native.read_workdir(src.path, step)
@@ -156,6 +157,6 @@ def _load_finetune(src: source_lib.Source, step: int | None) -> Model:
   num_labels = int(np.shape(params["classifier"]["bias"])[-1])
   names = src.task["label_names"]
   if kind not in ("span", "regression") and len(names) != num_labels:
-    raise ModelError(f"{src.path}/task.json has {len(names)} label_names but the head "
-                     f"has {num_labels} labels")
+    raise ModelError(f"{workdir_lib.task_file(src.path)} has {len(names)} label_names "
+                     f"but the head has {num_labels} labels")
   return Model(make_task_model(kind, cfg, num_labels), params, cfg, kind, src)

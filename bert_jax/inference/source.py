@@ -16,10 +16,11 @@ pooling (`1_Pooling/config.json`), normalisation (a `Normalize` module) and
 from __future__ import annotations
 
 import dataclasses
-import os
 from typing import Any
 
-from bert_jax.convert.native import TASK_FILE
+from bert_jax import storage, workdir as workdir_lib
+from bert_jax.workdir import TASK_FILE
+
 TASK_KINDS = ("classification", "regression", "multilabel", "span", "token")
 
 
@@ -53,7 +54,7 @@ def _read_json(path: str):
 
 def read_task(path: str) -> dict:
   """task.json of a fine-tuning workdir, checked."""
-  where = os.path.join(path, TASK_FILE)
+  where = str(workdir_lib.task_file(path))
   task = _read_json(where)
   missing = [k for k in ("task", "kind", "label_names", "max_seq_length", "tokenizer")
              if k not in task]
@@ -67,38 +68,37 @@ def read_task(path: str) -> dict:
 def locate(path: str) -> Source:
   """The kind of `path` and where its tokenizer is; a clear error if it has none."""
   from bert_jax import convert
-  from bert_jax.convert import native
-  if not os.path.isdir(path):
+  if not storage.path(path).is_dir():
     raise ModelError(f"--model {path} is not a directory")
-  if os.path.isfile(os.path.join(path, TASK_FILE)):
+  if workdir_lib.task_file(path).is_file():
     task = read_task(path)
-    return Source(path, "finetune", _existing(os.path.join(path, task["tokenizer"]),
-                                               os.path.join(path, TASK_FILE)),
+    tok = str(workdir_lib.file(path, task["tokenizer"]))
+    return Source(path, "finetune", _existing(tok, str(workdir_lib.task_file(path))),
                   lowercase=task.get("lowercase"), task=task)
   try:
     kind = convert.detect(path)
   except convert.ConversionError as e:
     raise ModelError(str(e)) from None
   if kind == "workdir":
-    full = _read_json(os.path.join(path, native.CONFIG_FILE))
+    full = _read_json(str(workdir_lib.config_file(path)))
     d = full.get("data") or {}
-    tok = d.get("tokenizer_path") or os.path.join(path, "tokenizer", "spm.model")
+    tok = d.get("tokenizer_path") or str(workdir_lib.trained_tokenizer(path))
     lower = {"true": True, "false": False}.get(str(d.get("tokenizer_lowercase", "auto")))
     return Source(path, kind, _existing(tok, f"{path}/config.json data.tokenizer_path"),
                   lowercase=lower)
   found = [f for f in ("vocab.txt", "spm.model", "tokenizer.json")
-           if os.path.isfile(os.path.join(path, f))]
+           if (storage.path(path) / f).is_file()]
   if not found:
     raise ModelError(f"{path} ({kind}) holds no tokenizer: expected vocab.txt, "
                      "spm.model or tokenizer.json beside the weights")
-  src = Source(path, kind, os.path.join(path, found[0]))
-  if kind == "hf" and os.path.isfile(os.path.join(path, "modules.json")):
+  src = Source(path, kind, storage.join(path, found[0]))
+  if kind == "hf" and (storage.path(path) / "modules.json").is_file():
     _sentence_transformers(src)
   return src
 
 
 def _existing(path: str, named_by: str) -> str:
-  if not os.path.exists(path):
+  if not storage.exists(path):
     raise ModelError(f"the tokenizer {path} (named by {named_by}) does not exist")
   return path
 
@@ -109,11 +109,11 @@ _POOLING_MODES = {"pooling_mode_cls_token": "cls", "pooling_mode_mean_tokens": "
 
 def _sentence_transformers(src: Source) -> None:
   """Pooling, normalisation and max_seq_length of a sentence-transformers dir."""
-  modules = _read_json(os.path.join(src.path, "modules.json"))
+  modules = _read_json(storage.join(src.path, "modules.json"))
   for m in modules:
     kind = m.get("type", "").rsplit(".", 1)[-1]
     if kind == "Pooling":
-      where = os.path.join(src.path, m.get("path", ""), "config.json")
+      where = storage.join(src.path, m.get("path", ""), "config.json")
       cfg = _read_json(where)
       modes = [ours for theirs, ours in _POOLING_MODES.items() if cfg.get(theirs)]
       other = [k for k, v in cfg.items() if k.startswith("pooling_mode") and v
@@ -124,6 +124,6 @@ def _sentence_transformers(src: Source) -> None:
       src.pooling = modes[0]
     elif kind == "Normalize":
       src.normalize = True
-  st = os.path.join(src.path, "sentence_bert_config.json")
-  if os.path.isfile(st):
+  st = storage.join(src.path, "sentence_bert_config.json")
+  if storage.path(st).is_file():
     src.max_length = _read_json(st).get("max_seq_length")

@@ -19,11 +19,11 @@ in `masked_ids`, which `fill_mask` uses.
 
 from __future__ import annotations
 
-import os
 from typing import Sequence
 
 import numpy as np
 
+from bert_jax import storage
 from bert_jax.data.tasks import common
 
 MASK_TOKEN = "[MASK]"
@@ -51,15 +51,15 @@ class Tokenizer:
     from bert_jax.data import tokenizers, wordpiece
     if path.endswith(".json"):
       import tokenizers as hf_tokenizers
-      tok = hf_tokenizers.Tokenizer.from_file(path)
+      tok = hf_tokenizers.Tokenizer.from_str(storage.path(path).read_text(encoding="utf-8"))
       tok.no_padding()      # saved settings of the HF side; pipelines window instead
       tok.no_truncation()
       return cls(common.WordPiece(path, tokenizer=tok), path)
     if path.endswith(".model"):
       return cls(common.SentencePieceOffsets(tokenizers.SentencePieceTokenizer.load(path)),
                  path)
-    if os.path.isdir(path):
-      path = os.path.join(path, wordpiece.VOCAB_FILENAME)
+    if storage.path(path).is_dir():
+      path = storage.join(path, wordpiece.VOCAB_FILENAME)
     if lowercase is None:  # tokenizer_config.json beside it, else inferred from the vocab
       lowercase = wordpiece.WordPieceTokenizer.load(path).lowercase
     return cls(common.WordPiece(path, lowercase), path, lowercase)

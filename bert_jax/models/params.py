@@ -8,7 +8,7 @@ path and names that property decides. The properties:
 
   decay    weight decay applies (kernels, embeddings) or not (biases, norm scales);
            the optimizer's mask (`train/optim.py`).
-  depth    the depth of the parameter for layer-wise LR decay (`train/finetune.py`):
+  depth    the depth of the parameter for layer-wise LR decay (`train/optim.py`):
            0 = embeddings, i + 1 = encoder layer i, 'stacked' = a scanned layer
            (depths 1..N along its leading [num_layers] axis), 'shared' = a parameter
            that every layer uses (`model.share_layers`: the top layer's depth N),

@@ -8,9 +8,13 @@ Each checkpoint `workdir/checkpoints/<step>/` holds three items:
   config  the resolved config (JSON), for provenance and params-only restores.
 The dropout RNG needs no item: the key of step s is fold_in(PRNGKey(seed), s).
 
-Saves are asynchronous. Orbax writes a step into `<step>.orbax-checkpoint-tmp-*` and
-renames it when complete, so a run killed mid-save leaves only a tmp directory, which
-is never restored from (the manager lists finalized steps only; we also say so).
+Saves are asynchronous. Locally orbax writes a step into `<step>.orbax-checkpoint-tmp-*`
+and renames it when complete; on GCS (no atomic directory rename) it writes `<step>/`
+in place and marks it complete with a `commit_success.txt` written last. Either way a
+run killed mid-save leaves a step that is never restored from (the manager lists
+finalized steps only; we also say so), and orbax replaces it when it saves that step
+again. Directories are `epath.Path`s (`bert_jax.storage`): a `gs://` directory is never
+made absolute into a local path.
 Retention: the newest `keep` checkpoints plus, optionally, the best one by an eval metric.
 """
 
@@ -18,7 +22,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from typing import Any, Mapping
 
 import jax
@@ -27,6 +30,7 @@ import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
 from orbax.checkpoint import checkpoint_managers
 
+from bert_jax import storage
 from bert_jax.config import ModelConfig
 from bert_jax.models import params as params_lib
 from bert_jax.train import logging as log_lib
@@ -73,9 +77,9 @@ def _flatten(tree, prefix=""):
 class Checkpointer:
   """One orbax CheckpointManager; the train loop decides when to save."""
 
-  def __init__(self, directory: str, keep: int = 3, best_metric: str = "",
+  def __init__(self, directory: storage.PathLike, keep: int = 3, best_metric: str = "",
                best_mode: str = "max"):
-    self.directory = os.path.abspath(directory)
+    self.directory = storage.absolute(directory)
     if best_mode not in ("max", "min"):
       raise ValueError(f"config field train.checkpoint_best_mode={best_mode!r}: "
                        "expected 'max' or 'min'")
@@ -129,10 +133,14 @@ class Checkpointer:
     return steps[-1] if steps else None
 
   def incomplete(self) -> list[str]:
-    """Directories of saves that never finished (a run killed mid-save)."""
-    if not os.path.isdir(self.directory):
+    """Directories of saves that never finished (a run killed mid-save): orbax's tmp
+    directories, and step directories it does not list as finalized (on GCS, those
+    without their commit file)."""
+    if not self.directory.is_dir():
       return []
-    return sorted(n for n in os.listdir(self.directory) if _TMP_MARK in n)
+    finished = {str(s) for s in self.steps()}
+    return sorted(p.name for p in self.directory.iterdir()
+                  if _TMP_MARK in p.name or (p.name.isdigit() and p.name not in finished))
 
   def readable(self, step: int) -> bool:
     """`step` is a finished checkpoint whose metadata reads (its files not lost)."""
@@ -231,28 +239,28 @@ class Checkpointer:
     deleted) so that the run can save those step numbers again."""
     if jax.process_index() == 0:
       for step in steps:
-        src = os.path.join(self.directory, str(step))
-        dst = f"{src}.unrestorable"
+        src = self.directory / str(step)
+        dst = self.directory / f"{step}.unrestorable"
         suffix = 1
-        while os.path.exists(dst):
-          dst, suffix = f"{src}.unrestorable{suffix}", suffix + 1
-        os.rename(src, dst)
+        while dst.exists():
+          dst, suffix = self.directory / f"{step}.unrestorable{suffix}", suffix + 1
+        src.rename(dst)   # on GCS a copy of each object, then a delete
         log_lib.info("moved the unrestorable checkpoint %s to %s", src, dst)
     multihost_utils.sync_global_devices("checkpoints set aside")
     self.manager.reload()
 
 
-def saved_metrics(checkpoint_dir: str) -> dict[int, dict]:
+def saved_metrics(checkpoint_dir: storage.PathLike) -> dict[int, dict]:
   """{step: eval metrics} of the kept steps that were saved with metrics (on disk for
   runs whose Checkpointer had a `best_metric`)."""
-  manager = ocp.CheckpointManager(os.path.abspath(checkpoint_dir),
+  manager = ocp.CheckpointManager(storage.absolute(checkpoint_dir),
                                   item_handlers=_item_handlers())
   out = {step: dict(manager.metrics(step) or {}) for step in manager.all_steps()}
   manager.close()
   return {step: m for step, m in out.items() if m}
 
 
-def best_step(checkpoint_dir: str, metric: str, mode: str = "max") -> int | None:
+def best_step(checkpoint_dir: storage.PathLike, metric: str, mode: str = "max") -> int | None:
   """The kept step whose saved eval `metric` is best (None if no step has it)."""
   scored = {step: m[metric] for step, m in saved_metrics(checkpoint_dir).items()
             if metric in m}
@@ -262,7 +270,7 @@ def best_step(checkpoint_dir: str, metric: str, mode: str = "max") -> int | None
   return max(scored, key=lambda step: (sign * scored[step], step))
 
 
-def restore_params(checkpoint_dir: str, step: int | None = None,
+def restore_params(checkpoint_dir: storage.PathLike, step: int | None = None,
                    target: Any | None = None, with_step: bool = False):
   """Params only, from a pretraining run's `workdir/checkpoints` (for fine-tuning).
 
@@ -271,8 +279,8 @@ def restore_params(checkpoint_dir: str, step: int | None = None,
   and back); without it the arrays come back as host numpy arrays in the saved
   layout. `with_step=True` returns (params, step).
   """
-  directory = os.path.abspath(checkpoint_dir)
-  if not os.path.isdir(directory):
+  directory = storage.absolute(checkpoint_dir)
+  if not directory.is_dir():
     raise FileNotFoundError(f"no checkpoint directory {directory}")
   # Through the manager that wrote the step (its metadata file is the step's, not the
   # item's: a bare Checkpointer on `<step>/state` warns that it is missing); the
@@ -305,13 +313,14 @@ def restore_params(checkpoint_dir: str, step: int | None = None,
   return (params, step) if with_step else params
 
 
-def read_model_config(checkpoint_dir: str, step: int | None = None) -> ModelConfig:
+def read_model_config(checkpoint_dir: storage.PathLike,
+                      step: int | None = None) -> ModelConfig:
   """The `ModelConfig` saved with a checkpoint (its `config` item; newest step by default).
 
   A workdir alone says what model it holds: nothing outside the checkpoint is needed.
   """
-  directory = os.path.abspath(checkpoint_dir)
-  if not os.path.isdir(directory):
+  directory = storage.absolute(checkpoint_dir)
+  if not directory.is_dir():
     raise FileNotFoundError(f"no checkpoint directory {directory}")
   with ocp.CheckpointManager(directory, item_handlers=_item_handlers()) as manager:
     step = manager.latest_step() if step is None else step

@@ -2,30 +2,51 @@
 
 TensorBoard events come from tensorboardX (clu.metric_writers would pull TensorFlow).
 Every other process gets no-op writers, so library code can call them unconditionally.
+
+A remote workdir (`gs://...`, through `bert_jax.storage`) has no appendable files and
+tensorboardX's own `gs://` writer goes through another GCS client: there
+`metrics.jsonl` is kept in memory (its old rows read back on start) and rewritten as
+one object at every `write` (an object upload is atomic: a reader sees the previous
+rows or the new ones), and the events are written to a local temporary directory
+whose files are copied to `workdir/tensorboard/` at most every `sync_secs` and at
+`close` (a killed run loses at most that much of its TensorBoard curve, never a
+metrics row).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import sys
+import tempfile
 import time
 
 import jax
 from tqdm import tqdm
 
+from bert_jax import storage, workdir as workdir_lib
+
 
 class MetricWriter:
   """Writes scalars to `workdir/metrics.jsonl` and `workdir/tensorboard/` (process 0)."""
 
-  def __init__(self, workdir: str, enabled: bool | None = None):
+  def __init__(self, workdir: str, enabled: bool | None = None, sync_secs: float = 30.0):
     self.enabled = jax.process_index() == 0 if enabled is None else enabled
+    self.remote = storage.is_remote(workdir)
     self._tb = None
     self._jsonl = None
-    if self.enabled:
-      from tensorboardX import SummaryWriter
-      self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
-      self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a", encoding="utf-8")
+    self._metrics = workdir_lib.metrics_file(workdir)
+    self._tb_dir = workdir_lib.tensorboard_dir(workdir)
+    self._sync_secs, self._synced_at = sync_secs, time.monotonic()
+    if not self.enabled:
+      return
+    from tensorboardX import SummaryWriter
+    if self.remote:
+      self._local_tb = tempfile.mkdtemp(prefix="bert_jax_tensorboard-")
+      self._tb = SummaryWriter(self._local_tb)
+      self._rows = self._metrics.read_text(encoding="utf-8") if self._metrics.exists() else ""
+    else:
+      self._tb = SummaryWriter(str(self._tb_dir))
+      self._jsonl = storage.open_text(self._metrics, "a")
 
   def write(self, step: int, scalars: dict, prefix: str = "") -> None:
     if not self.enabled:
@@ -33,12 +54,30 @@ class MetricWriter:
     row = {f"{prefix}{k}": float(v) for k, v in scalars.items()}
     for k, v in row.items():
       self._tb.add_scalar(k, v, step)
-    self._jsonl.write(json.dumps({"step": int(step), **row}) + "\n")
-    self._jsonl.flush()
+    line = json.dumps({"step": int(step), **row}) + "\n"
+    if self.remote:
+      self._rows += line
+      storage.write_text_atomic(self._metrics, self._rows)
+      if time.monotonic() - self._synced_at >= self._sync_secs:
+        self._sync_tensorboard()
+    else:
+      self._jsonl.write(line)
+      self._jsonl.flush()
+
+  def _sync_tensorboard(self) -> None:
+    """Copies the local event files to the remote `tensorboard/` (whole objects)."""
+    self._tb.flush()
+    storage.copy_tree(self._local_tb, self._tb_dir)
+    self._synced_at = time.monotonic()
 
   def close(self) -> None:
-    if self.enabled:
-      self._tb.close()
+    if not self.enabled:
+      return
+    self._tb.close()
+    if self.remote:
+      self._sync_tensorboard()
+      storage.path(self._local_tb).rmtree(missing_ok=True)
+    else:
       self._jsonl.close()
 
 

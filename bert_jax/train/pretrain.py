@@ -8,7 +8,6 @@ process 0 where it writes files.
 from __future__ import annotations
 
 import functools
-import os
 from typing import Any
 
 import flax.linen as nn
@@ -19,6 +18,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from bert_jax import config_checks, observe, parallel, perf, storage
+from bert_jax import workdir as workdir_lib
 from bert_jax.data import corpora, grain_loader, masking, pretraining, tokenizers
 from bert_jax.train import logging as log_lib
 from bert_jax.train import checkpoint as checkpoint_lib
@@ -59,14 +59,14 @@ def load_tokenizer(d, model_cfg, documents, workdir: str, path: str = "",
     where = f"the tokenizer {path}" if path != d.tokenizer_path else (
         f"data.tokenizer_path={path!r}")
   else:
-    directory = os.path.join(workdir, "tokenizer")
+    directory = workdir_lib.tokenizer_dir(workdir)
     if jax.process_index() == 0:
       tokenizers.get_or_train_tokenizer(
           documents, directory, vocab_size=model_cfg.vocab_size,
           model_type=d.tokenizer_model_type, seed=0,
           input_sentence_size=d.tokenizer_input_sentence_size)
     multihost_utils.sync_global_devices("tokenizer ready")
-    tok = tokenizers.SentencePieceTokenizer.load(os.path.join(directory, "spm.model"))
+    tok = tokenizers.SentencePieceTokenizer.load(workdir_lib.trained_tokenizer(workdir))
     where = f"the tokenizer trained in {directory}"
   if tok.vocab_size != model_cfg.vocab_size:
     raise ValueError(
@@ -212,7 +212,7 @@ def fill_mask(state, tokenizer, text: str, top_k: int = 5) -> list[tuple[str, fl
   return [(tokenizer.id_to_piece(int(i)), float(probs[i])) for i in best]
 
 
-FINAL_FILE = "final_eval.json"
+FINAL_FILE = workdir_lib.FINAL_EVAL_FILE
 # The fields of a pretraining config that may differ on resume (beyond the trainer's).
 MAY_CHANGE_ON_RESUME = trainer.MAY_CHANGE_ON_RESUME + ("fill_mask_text",)
 
@@ -291,7 +291,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     fill = fill_mask(result.state, data.tokenizer, config.fill_mask_text)
   final = {"eval": eval_metrics, "fill_mask": fill, "step": result.step}
   if jax.process_index() == 0:
-    storage.write_json_atomic(storage.join(workdir, FINAL_FILE), final)
+    storage.write_json_atomic(workdir_lib.final_eval_file(workdir), final)
   _report(final, config)
   return {"eval": eval_metrics, "fill_mask": fill}
 
@@ -306,7 +306,7 @@ def _params_from_init_from(config, setup):
   def fresh_start(state):
     log_lib.info("params from %s (fresh optimizer state and schedule)", init_from)
     return state.replace(params=checkpoint_lib.restore_params(
-        os.path.join(init_from, "checkpoints"), target=setup.abstract_state().params))
+        workdir_lib.checkpoints(init_from), target=setup.abstract_state().params))
   return fresh_start
 
 

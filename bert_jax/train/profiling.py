@@ -12,14 +12,18 @@ XSpace (`*.xplane.pb`, for TensorBoard's / xprof's profile plugin) and a Chrome 
 (`perfetto_trace.json.gz`, for ui.perfetto.dev and `benchmarks/profile_summary.py`).
 The trace stops after step B's outputs are ready, so it holds B-A+1 whole steps; pick
 A past the first step (compilation) and a few steps wide (traces grow with each step).
-Every process traces its own devices (one file per host).
+Every process traces its own devices (one file per host). A remote workdir
+(`gs://...`) gets the trace through `bert_jax.storage`: it is written to a local
+temporary directory and copied to `WORKDIR/profile/` when it stops.
 """
 
 from __future__ import annotations
 
-import os
+import tempfile
 
 import jax
+
+from bert_jax import storage, workdir as workdir_lib
 
 
 def parse_steps(spec: str, field: str = "train.profile_steps") -> tuple[int, int] | None:
@@ -45,7 +49,8 @@ class StepProfiler:
 
   def __init__(self, workdir: str, spec: str):
     self.steps = parse_steps(spec)
-    self.directory = os.path.join(workdir, "profile")
+    self.directory = workdir_lib.profile_dir(workdir)
+    self._local = None   # a remote workdir's local trace dir, copied over at the end
     self.tracing = False
     self.done = self.steps is None
 
@@ -54,7 +59,10 @@ class StepProfiler:
     (a run resumed past A starts at once, one past B never)."""
     if self.done or self.tracing or not self.steps[0] <= step <= self.steps[1]:
       return
-    jax.profiler.start_trace(self.directory, create_perfetto_trace=True)
+    target = str(self.directory)
+    if storage.is_remote(target):
+      self._local = target = tempfile.mkdtemp(prefix="bert_jax_profile-")
+    jax.profiler.start_trace(target, create_perfetto_trace=True)
     self.tracing = True
 
   def step_end(self, step: int, block_on) -> None:
@@ -70,3 +78,6 @@ class StepProfiler:
       jax.profiler.stop_trace()
       self.tracing = False
       self.done = True
+      if self._local is not None:
+        storage.copy_tree(self._local, self.directory)
+        storage.path(self._local).rmtree(missing_ok=True)

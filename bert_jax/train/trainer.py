@@ -19,14 +19,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from typing import Any, Callable, Iterator, Protocol
 
 import flax.linen as nn
 import jax
 import numpy as np
 
-from bert_jax import parallel, perf, storage
+from bert_jax import parallel, perf, storage, workdir as workdir_lib
 from bert_jax.train import checkpoint as checkpoint_lib
 from bert_jax.train import logging as log_lib
 from bert_jax.train import preemption, state as state_lib
@@ -142,7 +141,7 @@ def check_same_run(workdir: str, config,
                    may_change: tuple[str, ...] = MAY_CHANGE_ON_RESUME) -> None:
   """An existing `workdir/config.json` that differs (outside `may_change`) is an error
   naming the fields; the file is kept as it is."""
-  path = storage.path(workdir) / "config.json"
+  path = workdir_lib.config_file(workdir)
   if not path.is_file():
     return
   old = storage.read_json(path)
@@ -167,7 +166,7 @@ def check_and_write_config(workdir: str, config, resuming: bool,
   if resuming:
     check_same_run(workdir, config, may_change)
   if jax.process_index() == 0:
-    storage.write_json_atomic(storage.join(workdir, "config.json"),
+    storage.write_json_atomic(workdir_lib.config_file(workdir),
                               json.loads(config_json(config)))
 
 
@@ -179,13 +178,13 @@ def finished(workdir: str, filename: str, num_train_steps: int, config,
   Rerunning a finished command returns them and writes nothing; the same workdir
   with other settings is an error (`check_same_run`).
   """
-  path = storage.path(workdir) / filename
+  path = workdir_lib.root(workdir) / filename
   if not path.is_file():
     return None
   stored = storage.read_json(path)
   if stored.get("step") != num_train_steps:
     return None
-  ckpt = checkpoint_lib.Checkpointer(os.path.join(workdir, "checkpoints"))
+  ckpt = checkpoint_lib.Checkpointer(workdir_lib.checkpoints(workdir))
   last_kept = ckpt.readable(num_train_steps)
   ckpt.close()
   if not last_kept:   # its last checkpoint was lost: the run redoes the last steps
@@ -256,7 +255,7 @@ def train(*, workdir: str, config, mesh, rules, created: Created, p_train_step,
   log_lib.quiet_libraries()
   state = created.state
   ckpt = checkpoint_lib.Checkpointer(
-      os.path.join(workdir, "checkpoints"), keep=loop.checkpoint_keep,
+      workdir_lib.checkpoints(workdir), keep=loop.checkpoint_keep,
       best_metric=loop.best_metric, best_mode=loop.best_mode)
   resumed = ckpt.restore_latest(created.abstract_state())
   if resumed is not None:

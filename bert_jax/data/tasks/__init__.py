@@ -19,10 +19,10 @@ outputs, which the fine-tuned workdir's task.json keeps.
 
 from __future__ import annotations
 
-import os
 
 import numpy as np
 
+from bert_jax import storage
 from bert_jax.data.tasks import classification, common, glue, ner, squad
 
 TASK_NAMES = tuple(glue.TASKS) + ("squad_v1.1", "squad_v2.0", "conll2003", "jsonl")
@@ -62,7 +62,7 @@ class Task:
     if split not in names:
       raise ValueError(f"task {self.name} has no local split {split!r}; expected "
                        f"one of {sorted(names)}")
-    return os.path.join(self.d.data_dir, names[split])
+    return storage.join(self.d.data_dir, names[split])
 
 
 class SequenceTask(Task):
@@ -167,7 +167,7 @@ class SequenceTask(Task):
     if out_dir and self.spec is not None and not self.labelled(split):
       glue.write_submission(self.spec, split, examples, preds, out_dir)
     elif out_dir and self.spec is None:
-      _write_jsonl(os.path.join(out_dir, f"{split}_predictions.jsonl"), examples,
+      _write_jsonl(storage.join(out_dir, f"{split}_predictions.jsonl"), examples,
                    preds)
     if not self.labelled(split):
       return {}
@@ -197,8 +197,7 @@ def _jsonl_metrics(kind, preds, labels) -> dict:
 
 def _write_jsonl(path, examples, preds):
   import json
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  with open(path, "w", encoding="utf-8") as f:
+  with storage.open_atomic(path, text=True) as f:
     for ex, p in zip(examples, preds):
       f.write(json.dumps({"idx": ex["idx"], "prediction": np.asarray(p).tolist()})
               + "\n")
@@ -233,7 +232,7 @@ class SquadTask(Task):
         max_answer_length=d.max_answer_length,
         null_score_diff_threshold=d.null_score_diff_threshold)
     if out_dir:
-      squad.write_predictions(os.path.join(out_dir, split), preds, odds, nbest,
+      squad.write_predictions(storage.join(out_dir, split), preds, odds, nbest,
                               self.version)
     return squad.score(examples, preds, self.version, odds, d.null_score_diff_threshold)
 
@@ -261,7 +260,7 @@ class NerTask(Task):
   def evaluate(self, examples, features, outputs, split, out_dir):
     preds = ner.postprocess(examples, features, outputs["logits"])
     if out_dir:
-      ner.write_predictions(examples, preds, os.path.join(out_dir, f"{split}.conll"))
+      ner.write_predictions(examples, preds, storage.join(out_dir, f"{split}.conll"))
     return ner.score(examples, preds)
 
 

@@ -19,6 +19,7 @@ from typing import Sequence
 
 import numpy as np
 
+from bert_jax import storage
 from bert_jax.data.tasks import common, windows
 
 KINDS = ("classification", "regression", "multilabel")
@@ -163,7 +164,7 @@ def load_jsonl(path: str) -> list[dict]:
   """One JSON object per line: {'text_a', 'text_b'?, 'label', 'idx'?}; a label is a
   number, a string (a label name) or, for multi-label tasks, a list of either."""
   out = []
-  with open(path, encoding="utf-8") as f:
+  with storage.open_text(path) as f:
     for n, line in enumerate(f):
       if not line.strip():
         continue

@@ -7,10 +7,11 @@ original text (SQuAD answers and NER words are mapped through them).
 
 from __future__ import annotations
 
-import os
 from typing import Any, Sequence
 
 import numpy as np
+
+from bert_jax import storage
 
 
 def as_text(value: Any) -> str:
@@ -59,10 +60,13 @@ class WordPiece:
     tokens (e.g. `tokenizers.Tokenizer.from_file('tokenizer.json')`); `vocab_path`
     then only names it in errors."""
     from tokenizers import BertWordPieceTokenizer
-    if tokenizer is None and not os.path.isfile(vocab_path):
+    if tokenizer is None and not storage.path(vocab_path).is_file():
       raise FileNotFoundError(
           f"config field data.vocab_path={vocab_path!r}: no such vocab.txt")
-    self._tok = tokenizer or BertWordPieceTokenizer(vocab_path, lowercase=lowercase)
+    if tokenizer is None:
+      with storage.local_copy(vocab_path) as local:   # the reader takes a local file
+        tokenizer = BertWordPieceTokenizer(local, lowercase=lowercase)
+    self._tok = tokenizer
     ids = {t: self._tok.token_to_id(t)
            for t in ("[CLS]", "[SEP]", "[PAD]", "[UNK]", "[MASK]")}
     missing = [t for t, i in ids.items() if i is None]

@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import os
 import sys
 from typing import Sequence
 
 import numpy as np
 
-from bert_jax import metrics
+from bert_jax import metrics, storage
 from bert_jax.data.tasks import common
 
 NLI3 = ("entailment", "neutral", "contradiction")
@@ -108,11 +107,11 @@ def load_tsv(task: GlueTask, directory: str, split: str) -> list[dict]:
   if split not in _TSV_FILE:
     raise ValueError(f"GLUE split {split!r} is not one of {sorted(_TSV_FILE)}")
   name = "diagnostic.tsv" if task.name == "ax" else _TSV_FILE[split] + ".tsv"
-  path = os.path.join(directory, task.tsv_dir, name)
-  if not os.path.isfile(path):
+  path = storage.join(directory, task.tsv_dir, name)
+  if not storage.path(path).is_file():
     raise FileNotFoundError(f"config field data.data_dir={directory!r}: no {path}")
   csv.field_size_limit(sys.maxsize)
-  with open(path, encoding="utf-8-sig", newline="") as f:
+  with storage.open_text(path, encoding="utf-8-sig", newline="") as f:
     rows = list(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
   labelled = not is_test_split(split)
   if task.name == "cola" and labelled:   # source, label, original label, sentence
@@ -157,9 +156,8 @@ def write_submission(task: GlueTask, split: str, examples: Sequence[dict], predi
   if split not in task.submission:
     raise ValueError(f"GLUE task {task.name} has no test split {split!r}; "
                      f"expected one of {sorted(task.submission)}")
-  os.makedirs(directory, exist_ok=True)
-  path = os.path.join(directory, task.submission[split])
-  with open(path, "w", encoding="utf-8") as f:
+  path = storage.join(directory, task.submission[split])
+  with storage.open_atomic(path, text=True) as f:
     f.write("index\tprediction\n")
     for ex, p in zip(examples, predictions):
       value = f"{float(p):.3f}" if task.kind == "regression" else task.tsv_labels[int(p)]

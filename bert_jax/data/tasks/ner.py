@@ -11,12 +11,11 @@ window where its first piece has the most context. Scores are entity-level
 from __future__ import annotations
 
 import collections
-import os
 from typing import Sequence
 
 import numpy as np
 
-from bert_jax import metrics
+from bert_jax import metrics, storage
 from bert_jax.data.tasks import common, windows
 
 LABELS = ("O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC", "B-MISC", "I-MISC")
@@ -33,7 +32,7 @@ def from_tfds_record(r: dict, i: int) -> dict:
 
 def load_conll(path: str) -> list[dict]:
   """Original CoNLL-2003 file: 'word POS chunk NER' lines, blank line between sentences."""
-  if not os.path.isfile(path):
+  if not storage.path(path).is_file():
     raise FileNotFoundError(f"no CoNLL file {path}")
   out, tokens, tags = [], [], []
 
@@ -43,7 +42,7 @@ def load_conll(path: str) -> list[dict]:
       tokens.clear()
       tags.clear()
 
-  with open(path, encoding="utf-8") as f:
+  with storage.open_text(path) as f:
     for n, line in enumerate(f):
       parts = line.split()
       if not parts or parts[0] == "-DOCSTART-":
@@ -112,8 +111,7 @@ def score(examples: Sequence[dict], predictions: Sequence[Sequence[str]]) -> dic
 
 def write_predictions(examples, predictions, path: str) -> str:
   """CoNLL format: 'word gold predicted' per line, a blank line between sentences."""
-  os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-  with open(path, "w", encoding="utf-8") as f:
+  with storage.open_atomic(path, text=True) as f:
     for ex, pred in zip(examples, predictions):
       for word, tag, p in zip(ex["tokens"], ex["tags"], pred):
         f.write(f"{word} {LABELS[tag]} {p}\n")

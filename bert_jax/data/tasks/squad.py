@@ -22,12 +22,11 @@ from __future__ import annotations
 
 import collections
 import json
-import os
 from typing import Sequence
 
 import numpy as np
 
-from bert_jax import metrics
+from bert_jax import metrics, storage
 from bert_jax.data.tasks import common, windows
 
 VERSIONS = ("v1.1", "v2.0")
@@ -52,8 +51,7 @@ def from_tfds_record(r) -> dict:
 
 def load_json(path: str) -> list[dict]:
   """The official SQuAD json ({'data': [{'paragraphs': [{'context', 'qas'}]}]})."""
-  with open(path, encoding="utf-8") as f:
-    data = json.load(f)["data"]
+  data = storage.read_json(path)["data"]
   out = []
   for article in data:
     for p in article["paragraphs"]:
@@ -184,14 +182,12 @@ def score(examples: Sequence[dict], predictions: dict, version: str,
 
 def write_predictions(directory: str, predictions, null_odds, nbest, version) -> list[str]:
   """predictions.json (official format), nbest_predictions.json, null_odds.json (v2)."""
-  os.makedirs(directory, exist_ok=True)
   files = {"predictions.json": predictions, "nbest_predictions.json": nbest}
   if version == "v2.0":
     files["null_odds.json"] = null_odds
   paths = []
   for name, obj in files.items():
-    path = os.path.join(directory, name)
-    with open(path, "w", encoding="utf-8") as f:
-      json.dump(obj, f, indent=2, ensure_ascii=False)
+    path = storage.join(directory, name)
+    storage.write_text_atomic(path, json.dumps(obj, indent=2, ensure_ascii=False))
     paths.append(path)
   return paths
