@@ -29,7 +29,9 @@ accumulation scan would be under-counted: the cost figures come from two extra
 compiles of the unrolled step with 1 and 2 layers and one microbatch, extrapolated
 linearly in depth (layers are identical) and multiplied by `train.grad_accum_steps`
 (which counts the optimizer update once per microbatch: an over-estimate, small
-when the microbatch is large). And
+when the microbatch is large). XLA's cost model gives a Pallas kernel (splash
+attention's custom call) no cost at all, so with `model.attention_impl=splash` its
+attention FLOPs are added at the chip's peak (`kernel_cost`: a lower bound). And
 libtpu's cost model gives its `ConcatBitcast` custom calls -1 s each (seen with libtpu
 0.0.42.1), which is added back; a sum still below zero is reported as n/a.
 
@@ -218,7 +220,24 @@ def unrolled_cost(config, mesh) -> XlaCost:
       c.train.global_batch_size = config.train.global_batch_size // accum
     costs.append(xla_cost(compile_step(c, mesh)))
   per_layer = costs[-1] + costs[0] * -1.0 if len(costs) == 2 else costs[0] * 0.0
-  return (costs[0] + per_layer * (layers - 1)) * accum
+  return (costs[0] + per_layer * (layers - 1)) * accum + kernel_cost(config, mesh)
+
+
+def kernel_cost(config, mesh) -> XlaCost:
+  """What XLA's cost model leaves out: a Pallas/Mosaic kernel is a custom call it gives
+  no flops and no time (with `model.attention_impl=splash` a step's flops drop by
+  exactly the attention products, `tests/test_aot.py`). Splash's share is added as
+  the attention FLOPs of forward + backward (`perf.attention_flops`, times 3 as
+  `perf.train_flops`) at the chip's peak: the roofline of a kernel that never writes
+  the s x s scores to HBM, so a lower bound of its time."""
+  from bert_jax import perf
+  if config.model.get("attention_impl") != "splash":
+    return XlaCost(0.0, 0.0, 0.0)
+  chips = mesh.devices.size
+  flops = 3.0 * perf.attention_flops(config.model, config.train.global_batch_size,
+                                     config.data.max_seq_length) / chips
+  peak = perf.peak_tflops(mesh.devices.flat[0].device_kind) * 1e12
+  return XlaCost(flops, 0.0, flops / peak)
 
 
 @dataclasses.dataclass(frozen=True)

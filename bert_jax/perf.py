@@ -98,6 +98,12 @@ def peak_tflops(device_kind: str | None = None) -> float:
   return _lookup(PEAK_TFLOPS, device_kind)
 
 
+def attention_flops(model_cfg, batch: int, seq: int) -> float:
+  """FLOPs of the attention products of one forward pass: QK^T and PV, 2*s*s*H each
+  per sequence and layer (the part an attention kernel such as splash computes)."""
+  return float(batch * model_cfg.num_layers * 4 * seq * seq * model_cfg.hidden_size)
+
+
 def forward_flops(model_cfg, batch: int, seq: int, predictions: int) -> float:
   """Model FLOPs of one forward pass (module docstring); `model_cfg` is a ModelConfig
   or the `model` ConfigDict (fields hidden_size, num_layers, intermediate_size,
@@ -107,7 +113,7 @@ def forward_flops(model_cfg, batch: int, seq: int, predictions: int) -> float:
   ffn_matrices = 3 if getattr(model_cfg, "hidden_act", "gelu") in ("geglu", "swiglu") else 2
   width = getattr(model_cfg, "embedding_size", 0) or h   # E: the embedding tables' width
   encoder = batch * seq * layers * (8 * h * h + 2 * ffn_matrices * h * ffn)
-  attention = batch * layers * 4 * seq * seq * h
+  attention = attention_flops(model_cfg, batch, seq)
   projection = batch * seq * 2 * width * h if width != h else 0
   mlm_head = batch * predictions * (2 * h * width + 2 * width * vocab)
   pooler = batch * 2 * h * h

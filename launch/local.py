@@ -6,8 +6,8 @@ r"""N processes on one machine joined on 127.0.0.1: multi-host code on a laptop 
 Process i runs `python -m bert_jax.main ARGS --config.distributed.coordinator_address=
 127.0.0.1:PORT --config.distributed.num_processes=N --config.distributed.process_id=i`
 (gloo collectives between CPU devices); `--cpu_devices_per_process=K` gives each
-process K CPU devices (JAX_PLATFORMS=cpu, XLA_FLAGS=--xla_force_host_platform_device_
-count=K), `--gpus_per_process=G` gives process i GPUs iG..iG+G-1 (CUDA_VISIBLE_DEVICES).
+process K CPU devices (JAX_PLATFORMS=cpu, --xla_force_host_platform_device_count=K appended to
+XLA_FLAGS), `--gpus_per_process=G` gives process i GPUs iG..iG+G-1 (CUDA_VISIBLE_DEVICES).
 Every process's output goes to LOG_DIR/process-i.log and process 0's to the console
 too; if one process fails the others are stopped. With --processes=1: a plain run.
 """
@@ -37,8 +37,11 @@ def commands(args, port: int) -> list[tuple[dict[str, str], list[str]]]:
     env = {}
     if args.cpu_devices_per_process:
       env["JAX_PLATFORMS"] = "cpu"
-      env["XLA_FLAGS"] = ("--xla_force_host_platform_device_count="
-                          f"{args.cpu_devices_per_process}")
+      # Appended to the caller's XLA_FLAGS (a dump dir, a debug flag), not replacing them;
+      # XLA takes the last of a repeated flag, so this device count wins.
+      env["XLA_FLAGS"] = " ".join(filter(None, (
+          os.environ.get("XLA_FLAGS", ""),
+          f"--xla_force_host_platform_device_count={args.cpu_devices_per_process}")))
     if args.gpus_per_process:
       g = args.gpus_per_process
       env["CUDA_VISIBLE_DEVICES"] = ",".join(str(i * g + j) for j in range(g))

@@ -5,6 +5,9 @@ import os
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+from tests.helpers import TEST_XLA_FLAGS  # noqa: E402
+
+os.environ["XLA_FLAGS"] = f"{TEST_XLA_FLAGS} {os.environ.get('XLA_FLAGS', '')}".strip()
 # libtpu (the tpu extra) compiles for TPU topologies without metadata look-ups.
 from bert_jax import aot  # noqa: E402  (no JAX import at module level)
 

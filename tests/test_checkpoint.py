@@ -13,7 +13,7 @@ import pytest
 
 from bert_jax.train import checkpoint as checkpoint_lib
 from bert_jax.train import pretrain
-from tests.helpers import write_embedded_corpus
+from tests.helpers import subprocess_env, write_embedded_corpus
 from tests.test_pretrain import small_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -41,9 +41,7 @@ def command(corpus, workdir, steps=STEPS, extra=()):
 
 
 def env(devices=1):
-  e = {**os.environ, "JAX_PLATFORMS": "cpu"}
-  e["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
-  return e
+  return subprocess_env(devices=devices)
 
 
 def run(cmd, devices=1):

@@ -75,3 +75,19 @@ def test_slurm_per_gpu_runs_one_task_per_gpu():
 def test_bad_arguments_are_one_line_errors(args, message):
   proc = launch(*args)
   assert proc.returncode != 0 and message in proc.stderr.splitlines()[-1]
+
+
+def test_local_cpu_devices_are_appended_to_the_callers_xla_flags():
+  """A user's XLA_FLAGS (an HLO dump, a debug flag) reach every process; the device
+  count comes last, so it is the one XLA keeps."""
+  env = {**os.environ, "XLA_FLAGS": "--xla_dump_to=/tmp/hlo"}
+  proc = subprocess.run([sys.executable, "-m", "launch.local", "--processes=2",
+                         "--cpu_devices_per_process=4", "--dry-run", "--", "--config=c",
+                         "--workdir=w"], cwd=REPO, env=env, capture_output=True,
+                        text=True, timeout=60)
+  assert proc.returncode == 0, proc.stderr
+  lines = proc.stdout.splitlines()[:2]
+  for line in lines:
+    flags = next(a for a in shlex.split(line) if a.startswith("XLA_FLAGS="))
+    assert flags == ("XLA_FLAGS=--xla_dump_to=/tmp/hlo "
+                     "--xla_force_host_platform_device_count=4"), line

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from bert_jax.data import corpora, tokenizers
+from tests.helpers import subprocess_env
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEPS = 5
@@ -49,8 +50,7 @@ def command(corpus, tok, workdir, extra=()):
 
 
 def env(devices):
-  return {**os.environ, "JAX_PLATFORMS": "cpu", "JAX_DEFAULT_MATMUL_PRECISION": "highest",
-          "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
+  return subprocess_env(devices=devices, JAX_DEFAULT_MATMUL_PRECISION="highest")
 
 
 def train_losses(workdir):

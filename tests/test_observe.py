@@ -13,6 +13,7 @@ import pytest
 
 from bert_jax import observe, parallel
 from configs import pretrain as pretrain_config
+from tests.helpers import subprocess_env
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SIZES = ["tiny", "base,vocab=30522", "large,vocab=30522"]
@@ -71,8 +72,7 @@ print(json.dumps(out))
 
 
 def test_memory_estimate_within_15_percent_of_xla_on_8_devices_with_fsdp():
-  env = {**os.environ, "JAX_PLATFORMS": "cpu",
-         "XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
+  env = subprocess_env(devices=8)
   proc = subprocess.run([sys.executable, "-c", WORKER, *SIZES], cwd=REPO, env=env,
                         capture_output=True, text=True, timeout=900)
   assert proc.returncode == 0, proc.stderr[-3000:]

@@ -24,14 +24,14 @@ from bert_jax.models import params as params_lib
 from bert_jax.train import pretrain_steps, setup as setup_lib
 from configs import common
 from tests import mesh_worker
+from tests.helpers import subprocess_env
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(scope="module")
 def meshes():
-  env = {**os.environ, "JAX_PLATFORMS": "cpu",
-         "XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
+  env = subprocess_env(devices=8)
   proc = subprocess.run([sys.executable, "-m", "tests.mesh_worker"], cwd=REPO, env=env,
                         capture_output=True, text=True, timeout=600)
   assert proc.returncode == 0, proc.stderr[-3000:]

@@ -8,7 +8,7 @@ import pytest
 
 from bert_jax.train import pretrain, profiling
 from configs import pretrain as pretrain_config
-from tests.helpers import write_embedded_corpus
+from tests.helpers import subprocess_env, write_embedded_corpus
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -74,8 +74,7 @@ for step in (1, 2):
 def test_summary_ties_traced_ops_to_the_model_code(tmp_path):
   """With XLA's HLO dump, --group=source names forward/backward and the Flax module."""
   hlo = str(tmp_path / "hlo")
-  env = {**os.environ, "JAX_PLATFORMS": "cpu",
-         "XLA_FLAGS": f"--xla_dump_to={hlo} --xla_dump_hlo_as_text"}
+  env = subprocess_env(xla_flags=f"--xla_dump_to={hlo} --xla_dump_hlo_as_text")
   subprocess.run([sys.executable, "-c", TRACED_STEP, str(tmp_path / "w")], env=env,
                  cwd=REPO, check=True, capture_output=True, timeout=300)
   out = subprocess.run(

@@ -17,6 +17,7 @@ from bert_jax.models import BertForPreTraining, BertModel
 from bert_jax.models import params as params_lib
 from configs import common
 from tests import mesh_worker
+from tests.helpers import subprocess_env
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 V, H, L, HEADS, I, P, T, E = 64, 32, 3, 4, 48, 24, 2, 16
@@ -113,8 +114,7 @@ def test_scanned_and_per_layer_give_the_same_loss(field, value):
 
 @pytest.fixture(scope="module")
 def mesh_runs():
-  env = {**os.environ, "JAX_PLATFORMS": "cpu",
-         "XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
+  env = subprocess_env(devices=8)
   proc = subprocess.run([sys.executable, "-m", "tests.mesh_worker", "switches"], cwd=REPO,
                         env=env, capture_output=True, text=True, timeout=900)
   assert proc.returncode == 0, proc.stderr[-3000:]
