@@ -110,7 +110,8 @@ def forward_flops(model_cfg, batch: int, seq: int, predictions: int) -> float:
   vocab_size; hidden_act and embedding_size when present)."""
   h, layers = model_cfg.hidden_size, model_cfg.num_layers
   ffn, vocab = model_cfg.intermediate_size, model_cfg.vocab_size
-  ffn_matrices = 3 if getattr(model_cfg, "hidden_act", "gelu") in ("geglu", "swiglu") else 2
+  from bert_jax.models import bert   # the model's own answer, not a copied list of names
+  ffn_matrices = 3 if bert.is_gated(getattr(model_cfg, "hidden_act", "gelu")) else 2
   width = getattr(model_cfg, "embedding_size", 0) or h   # E: the embedding tables' width
   encoder = batch * seq * layers * (8 * h * h + 2 * ffn_matrices * h * ffn)
   attention = attention_flops(model_cfg, batch, seq)

@@ -46,6 +46,16 @@ def test_forward_flops_equal_the_models_matmuls(switches):
       cfg, batch, seq, predictions)
 
 
+def test_a_gated_activation_added_to_the_model_alone_gets_its_flops(monkeypatch):
+  """A new gated feed-forward declared where the model declares activations (and in
+  config.HIDDEN_ACTS, which validates the field) is counted with its third matrix."""
+  from bert_jax import config
+  from bert_jax.models import bert
+  monkeypatch.setitem(bert._ACTIVATIONS, "reglu", (jax.nn.relu, True))  # noqa: SLF001
+  monkeypatch.setattr(config, "HIDDEN_ACTS", config.HIDDEN_ACTS + ("reglu",))
+  test_forward_flops_equal_the_models_matmuls(dict(hidden_act="reglu"))
+
+
 @pytest.mark.parametrize("kind, peak", [
     ("NVIDIA H100 80GB HBM3", 989.0), ("NVIDIA H200", 989.0), ("NVIDIA A100-SXM4-80GB", 312.0),
     ("TPU v4", 275.0), ("TPU v5 lite", 197.0), ("TPU v5e", 197.0), ("TPU v5p", 459.0),
