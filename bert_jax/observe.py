@@ -49,6 +49,7 @@ import numpy as np
 from bert_jax import parallel
 from bert_jax.config import ModelConfig
 from bert_jax.models import BertForPreTraining
+from bert_jax.models import params as params_lib
 from bert_jax.train import setup as setup_lib
 
 GIB = 2 ** 30
@@ -63,17 +64,13 @@ LAYER_PATH = re.compile(r"(^|/)encoder/(layers|layer_\d+)(/|$)")
 # ------------------------------------------------------------------ parameter summary
 
 
-def _path(path) -> str:
-  return "/".join(str(getattr(k, "key", getattr(k, "name", k))) for k in path)
-
-
 def param_summary(params, depth: int = 2) -> list[dict[str, Any]]:
   """[{'module', 'arrays', 'params', 'percent'}] per path prefix of `depth` parts
   (e.g. 'bert/encoder'), in tree order, then a 'total' row."""
   rows: dict[str, dict[str, Any]] = {}
   total = 0
   for path, leaf in jax.tree_util.tree_leaves_with_path(params):
-    module = "/".join(_path(path).split("/")[:depth])
+    module = "/".join(params_lib.path_str(path).split("/")[:depth])
     row = rows.setdefault(module, {"module": module, "arrays": 0, "params": 0})
     row["arrays"] += 1
     row["params"] += int(math.prod(leaf.shape))
@@ -152,11 +149,12 @@ def estimate_memory(config, mesh, rules=None) -> MemoryEstimate:
   boxed = _abstract_params(config)
   specs = nn.get_partition_spec(boxed)
   shapes = nn.meta.unbox(boxed)
-  shape_of = {_path(path): leaf for path, leaf in jax.tree_util.tree_leaves_with_path(shapes)}
+  shape_of = {params_lib.path_str(path): leaf
+              for path, leaf in jax.tree_util.tree_leaves_with_path(shapes)}
   per_device = full_other = full_layers = 0.0
   for path, spec in jax.tree_util.tree_leaves_with_path(
       specs, is_leaf=lambda x: isinstance(x, jax.sharding.PartitionSpec)):
-    key = _path(path)
+    key = params_lib.path_str(path)
     leaf = shape_of[key]
     nbytes = math.prod(leaf.shape) * leaf.dtype.itemsize
     split = math.prod(_axis_size(sizes, rules.get(name)) if name else 1 for name in spec)

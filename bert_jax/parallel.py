@@ -16,6 +16,8 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from bert_jax.models import params as params_lib
+
 # Logical name -> mesh axis (or axes, or None = replicated). Follows t5x
 # `standard_logical_axis_rules`: the batch is split over data and fsdp, parameters are
 # split over fsdp on their embed dimension (ZeRO-3-like) and over tensor on their
@@ -116,10 +118,6 @@ def check_global_batch(global_batch_size: int, mesh, grad_accum_steps: int = 1) 
         f"by the number of processes {jax.process_count()}")
 
 
-def _path_str(path) -> str:
-  return "/".join(str(getattr(k, "key", getattr(k, "name", k))) for k in path)
-
-
 def _spec_leaves(specs):
   return jax.tree_util.tree_leaves_with_path(
       specs, is_leaf=lambda x: isinstance(x, P))
@@ -133,7 +131,7 @@ def check_rules(specs, rules) -> None:
     for name in spec if isinstance(spec, P) else ():
       for n in (name if isinstance(name, tuple) else (name,)):
         if n is not None and n not in known:
-          missing.setdefault(n, _path_str(path))
+          missing.setdefault(n, params_lib.path_str(path))
   for n in ACTIVATION_NAMES:
     if n not in known:
       missing.setdefault(n, "activations")
@@ -169,10 +167,10 @@ def check_divisible(abstract_tree, specs, mesh, rules) -> None:
   `abstract_tree` holds shapes (unboxed); `specs` the logical PartitionSpecs.
   """
   rule = dict(rules)
-  shapes = dict((_path_str(p), x.shape) for p, x in
+  shapes = dict((params_lib.path_str(p), x.shape) for p, x in
                 jax.tree_util.tree_leaves_with_path(abstract_tree))
   for path, spec in _spec_leaves(specs):
-    key = _path_str(path)
+    key = params_lib.path_str(path)
     if not isinstance(spec, P) or key not in shapes:
       continue
     for dim, (size, name) in enumerate(zip(shapes[key], spec)):

@@ -30,6 +30,7 @@ jax.config.update("jax_default_matmul_precision", "highest")
 jax.config.update("jax_threefry_partitionable", True)
 
 from bert_jax import parallel  # noqa: E402
+from bert_jax.models import params as params_lib  # noqa: E402
 from bert_jax.train import setup as setup_lib  # noqa: E402
 from configs import pretrain as pretrain_config  # noqa: E402
 
@@ -70,7 +71,7 @@ def shard_report(tree) -> dict:
   """path -> (global shape, shard shapes of device 0, bytes held by each device)."""
   out = {}
   for path, x in jax.tree_util.tree_leaves_with_path(tree):
-    key = "/".join(str(getattr(k, "key", getattr(k, "name", k))) for k in path)
+    key = params_lib.path_str(path)
     shards = x.addressable_shards
     out[key] = {
         "shape": list(x.shape),
