@@ -141,8 +141,6 @@ def test_every_sweep_file_names_fields_its_base_config_has(spec, monkeypatch):
   args = sweep_lib.main_args(sweep, sweep_lib.points(sweep)[-1], "/w")[:-1]
   monkeypatch.chdir(REPO)
   problem = cli.unknown_override(args)
-  if problem and "model." in problem and spec.split("/")[-1][:-3] in problem:
-    pytest.skip(f"an issue-12 switch not on this branch yet: {problem}")
   assert problem is None, problem
   if sweep.paper:
     assert set(sweep.paper) <= set(sweep.metrics) and sweep.paper_source
