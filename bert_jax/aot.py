@@ -25,9 +25,9 @@ shaped by `mesh.*`. The table it prints:
 
 Two corrections make the cost figures mean the whole step. XLA's cost analysis counts
 a `while` body once, so a scanned encoder (`model.scan_layers`) or a gradient-
-accumulation scan would be under-counted: the cost figures come from two extra
-compiles of the unrolled step with 1 and 2 layers and one microbatch, extrapolated
-linearly in depth (layers are identical) and multiplied by `train.grad_accum_steps`
+accumulation scan would be under-counted: for a step with such a loop the cost
+figures come from two extra compiles of the unrolled step with 1 and 2 layers and one
+microbatch (a step without a loop is its own figure), extrapolated linearly in depth (layers are identical) and multiplied by `train.grad_accum_steps`
 (which counts the optimizer update once per microbatch: an over-estimate, small
 when the microbatch is large). XLA's cost model gives a Pallas kernel (splash
 attention's custom call) no cost at all, so with `model.attention_impl=splash` its
@@ -205,6 +205,12 @@ def xla_cost(compiled) -> XlaCost:
                  seconds if seconds >= 0 else math.nan)
 
 
+def has_loops(compiled) -> bool:
+  """Whether the program has a `while` (a scanned encoder, gradient accumulation), whose
+  body XLA's cost analysis counts once; without one its cost is the whole step's."""
+  return re.search(r"\swhile\(", compiled.as_text()) is not None
+
+
 def unrolled_cost(config, mesh) -> XlaCost:
   """XLA's cost of the whole step: unrolled 1- and 2-layer compiles of one microbatch,
   extrapolated to `model.num_layers` and times `train.grad_accum_steps`."""
@@ -298,7 +304,8 @@ def check(config, topology: str, *, num_train_steps: int | None = None,
       code_bytes=int(getattr(analysis, "generated_code_size_in_bytes", 0)),
       hbm_bytes=perf.hbm_gib(kind) * observe.GIB,
       estimate=observe.estimate_memory(config, mesh) if config.job == "pretrain" else None,
-      cost=unrolled_cost(config, mesh) if cost else None,
+      cost=(None if not cost else unrolled_cost(config, mesh) if has_loops(compiled)
+            else xla_cost(compiled) + kernel_cost(config, mesh)),
       model_flops=perf.train_flops(config.model, config.train.global_batch_size,
                                    config.data.max_seq_length, _predictions(config))
       / len(devices),

@@ -40,37 +40,50 @@ def tiny(**fields):
   return c
 
 
+@pytest.fixture(scope="module")
+def unrolled():
+  """The tiny step unrolled and unaccumulated, compiled once for the module."""
+  whole = tiny(**{"model.scan_layers": False})
+  mesh = parallel.create_mesh(whole.mesh, aot.topology_devices(V5E_4))
+  compiled = aot.compile_step(whole, mesh)
+  return whole, mesh, compiled, aot.xla_cost(compiled)
+
+
 @pytest.mark.parametrize("accum", [1, 2])
-def test_cost_of_the_scanned_step_is_the_unrolled_steps(accum):
+def test_cost_of_the_scanned_step_is_the_unrolled_steps(accum, unrolled):
   """XLA counts a while body once: the 1-and-2-layer extrapolation must give what
   compiling the whole unrolled, unaccumulated step gives (flops for any accumulation;
   time exactly without it, and over-estimated with it: the optimizer update is counted
   per microbatch), and its flops must be the model FLOPs formula's (plus softmax, norm
   and optimizer arithmetic)."""
+  whole, mesh, whole_compiled, direct = unrolled
   c = tiny(**{"train.grad_accum_steps": accum})
-  devices = aot.topology_devices(V5E_4)
-  mesh = parallel.create_mesh(c.mesh, devices)
   estimated = aot.unrolled_cost(c, mesh)
-  whole = c.copy_and_resolve_references()
-  whole.model.scan_layers, whole.train.grad_accum_steps = False, 1
-  direct = aot.xla_cost(aot.compile_step(whole, mesh))
   assert estimated.flops == pytest.approx(direct.flops, rel=0.01)
   if accum == 1:
     assert estimated.optimal_seconds == pytest.approx(direct.optimal_seconds, rel=0.02)
-    model = perf.train_flops(c.model, 32, 128, c.data.max_predictions_per_seq) / len(devices)
+    model = perf.train_flops(c.model, 32, 128, c.data.max_predictions_per_seq) / 4
     assert model <= direct.flops <= 1.15 * model
-    scanned = aot.xla_cost(aot.compile_step(c, mesh))
+    scanned_compiled = aot.compile_step(c, mesh)
+    scanned = aot.xla_cost(scanned_compiled)
     assert scanned.flops < 0.7 * direct.flops   # the under-count being corrected
-    # XLA gives splash's Mosaic custom call no flops: the einsum step's flops minus the
-    # splash step's are the attention products, which `kernel_cost` adds back.
-    whole.model.attention_impl = "splash"
-    splash = aot.xla_cost(aot.compile_step(whole, mesh))
-    kernel = aot.kernel_cost(whole, mesh)
-    assert direct.flops - splash.flops == pytest.approx(kernel.flops, rel=0.05)
-    assert kernel.optimal_seconds == pytest.approx(kernel.flops / 197e12)   # v5e peak
-    assert aot.kernel_cost(c, mesh).flops == 0   # einsum: XLA sees it all
+    # check() takes an unrolled step's own cost, extrapolates a looping one's.
+    assert aot.has_loops(scanned_compiled) and not aot.has_loops(whole_compiled)
   else:
     assert estimated.optimal_seconds > direct.optimal_seconds
+
+
+def test_the_splash_kernel_missing_from_the_cost_model_is_added_back(unrolled):
+  """XLA gives splash's Mosaic custom call no flops: the einsum step's flops minus the
+  splash step's are the attention products, which `kernel_cost` adds back."""
+  whole, mesh, _, direct = unrolled
+  splash_config = whole.copy_and_resolve_references()
+  splash_config.model.attention_impl = "splash"
+  splash = aot.xla_cost(aot.compile_step(splash_config, mesh))
+  kernel = aot.kernel_cost(splash_config, mesh)
+  assert direct.flops - splash.flops == pytest.approx(kernel.flops, rel=0.05)
+  assert kernel.optimal_seconds == pytest.approx(kernel.flops / 197e12)   # v5e peak
+  assert aot.kernel_cost(whole, mesh).flops == 0   # einsum: XLA sees it all
 
 
 def run_aot(*args):
@@ -80,8 +93,10 @@ def run_aot(*args):
 
 
 def test_cli_prints_the_table():
+  """Unscanned layers, so the step is compiled once (a loop-free step is its own cost)."""
   out = run_aot("--config=configs/pretrain.py:mini,vocab=4096,seq=128,batch=32,mesh=fsdp",
-                "--config.model.dtype=bfloat16", "--topology=v5e-4")
+                "--config.model.dtype=bfloat16", "--config.model.scan_layers=False",
+                "--topology=v5e-4")
   assert out.returncode == 0, out.stderr[-2000:]
   lines = dict(line.split("  ", 1) for line in out.stdout.splitlines() if "  " in line)
   assert "4 x TPU v5 lite" in lines["topology"] and "'fsdp': 4" in lines["topology"]
