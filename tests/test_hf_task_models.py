@@ -299,3 +299,180 @@ def test_converted_hf_task_dirs_keep_their_heads(dirs, tmp_path):
         np.testing.assert_array_equal(x, y)
     _, m = inference.load(params_dir)
     assert m.kind == kind
+
+
+# ------------------------------- acceptance 2: fine-tuning from an HF task dir
+
+
+def write_jsonl(path, rows):
+  path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+  return str(path)
+
+
+def finetune_from(directory, config, workdir, batch):
+  """One step (one batch = the whole train set) without dropout; the step-1 loss."""
+  from bert_jax.train import finetune
+  config.model.hidden_dropout_prob = config.model.attention_dropout_prob = 0.0
+  config.data.max_seq_length = 64
+  config.train.global_batch_size, config.train.num_epochs = batch, 1.0
+  config.train.log_every_steps, config.data.predict_test = 1, False
+  finetune.train_and_evaluate(config, str(workdir))
+  with open(os.path.join(workdir, "metrics.jsonl"), encoding="utf-8") as f:
+    rows = [json.loads(line) for line in f]
+  return next(r for r in rows if r["step"] == 1 and "train/loss" in r)["train/loss"]
+
+
+def hf_loss(directory, texts, labels, **kwargs):
+  cls = {"token": transformers.AutoModelForTokenClassification}.get(
+      kwargs.pop("kind", ""), transformers.AutoModelForSequenceClassification)
+  model = cls.from_pretrained(directory).eval()
+  tok = transformers.AutoTokenizer.from_pretrained(directory)
+  enc = tok(texts, padding=True, return_tensors="pt", **kwargs)
+  with torch.no_grad():
+    return float(model(**enc, labels=labels).loss)
+
+
+SENTENCES = ["the film was great", "an awful , boring plot", "it is a film",
+             "great acting and a fine story", "I did not like it at all",
+             "some parts were good", "the worst film of the year", "fine"]
+
+
+@pytest.mark.parametrize("kind", ["classification", "regression"])
+def test_finetuning_from_an_hf_dir_with_its_labels_continues_its_head(dirs, kind,
+                                                                     tmp_path):
+  from configs import finetune_glue
+  directory = dirs[kind]
+  c = finetune_glue.get_config(f"task=mrpc,init=hf:{directory},size=tiny")
+  c.data.task, c.data.source, c.data.kind = "jsonl", "local", kind
+  rng = np.random.default_rng(0)
+  if kind == "classification":
+    labels = rng.integers(0, 3, len(SENTENCES))
+    c.data.num_labels, c.data.label_names = 3, "negative,neutral,positive"
+  else:
+    labels = rng.normal(size=len(SENTENCES)).round(3)
+  rows = [{"text_a": t, "label": (int(y) if kind == "classification" else float(y)),
+           "idx": i} for i, (t, y) in enumerate(zip(SENTENCES, labels))]
+  c.data.train_file = c.data.eval_file = write_jsonl(tmp_path / "train.jsonl", rows)
+  loss = finetune_from(directory, c, tmp_path / "run", len(rows))
+  target = torch.tensor(labels, dtype=torch.long if kind == "classification"
+                        else torch.float32)
+  np.testing.assert_allclose(loss, hf_loss(directory, SENTENCES, target), atol=1e-4)
+
+
+def test_finetuning_from_an_hf_token_dir_continues_its_head(tmp_path):
+  """conll2003's nine labels: the HF tagger's head is continued, the loss is the HF
+  model's (labels on each word's first piece, as transformers' examples do)."""
+  from bert_jax.data.tasks import ner
+  from configs import finetune_ner
+  labels = list(ner.LABELS)
+  directory = save(hf_model(transformers.BertForTokenClassification, 7,
+                            id2label=dict(enumerate(labels)),
+                            label2id={n: i for i, n in enumerate(labels)}),
+                   tmp_path / "hf_ner")
+  data = tmp_path / "conll"
+  data.mkdir()
+  sentences = [["Angela", "Merkel", "visited", "Paris", "."],
+               ["Google", "said", "$", "1,200", "in", "Berlin"],
+               ["the", "EU", "and", "Japan"], ["Smith", "visited", "Zürich"]]
+  rng = np.random.default_rng(1)
+  tags = [[int(t) for t in rng.integers(0, len(labels), len(s))] for s in sentences]
+  text = "\n\n".join("\n".join(f"{w} NN O {labels[t]}" for w, t in zip(s, ts))
+                     for s, ts in zip(sentences, tags)) + "\n"
+  for name in ("train.txt", "valid.txt", "test.txt"):
+    (data / name).write_text("-DOCSTART- -X- -X- O\n\n" + text)
+  c = finetune_ner.get_config(f"init=hf:{directory},size=tiny")
+  c.data.source, c.data.data_dir = "local", str(data)
+  loss = finetune_from(directory, c, tmp_path / "run", len(sentences))
+  tok = transformers.AutoTokenizer.from_pretrained(directory)
+  enc = tok(sentences, is_split_into_words=True, padding=True)
+  target = []
+  for i, ts in enumerate(tags):
+    seen, row = set(), []
+    for w in enc.word_ids(i):
+      row.append(-100 if w is None or w in seen else ts[w])
+      seen.add(w)
+    target.append(row)
+  want = hf_loss(directory, sentences, torch.tensor(target), kind="token",
+                 is_split_into_words=True)
+  np.testing.assert_allclose(loss, want, atol=1e-4)
+
+
+def test_other_labels_get_a_new_head_and_the_log_says_so(dirs, tmp_path, monkeypatch):
+  from bert_jax.data import tasks
+  from bert_jax.train import finetune_source
+  from bert_jax.train import logging as log_lib
+  from configs import finetune_glue
+  said = []
+  monkeypatch.setattr(log_lib, "info", lambda msg, *a: said.append(msg % a))
+  c = finetune_glue.get_config(f"task=mrpc,init=hf:{dirs['classification']},size=tiny")
+  tok = finetune_source.initial_weights_and_tokenizer(c)[1]
+  assert not finetune_source.source_head(c, tasks.get_task(c.data, tok))  # 2 labels
+  assert "differs from task mrpc" in said[-1] and "new head" in said[-1], said
+  c.data.task, c.data.num_labels = "jsonl", 3
+  c.data.label_names = "negative,neutral,positive"
+  assert finetune_source.source_head(c, tasks.get_task(c.data, tok))
+  assert "continues from that head" in said[-1], said
+  c.data.label_names = "neutral,negative,positive"   # same count, other order
+  assert not finetune_source.source_head(c, tasks.get_task(c.data, tok))
+  # a token model's head never serves a sequence task
+  c.init.checkpoint = f"hf:{dirs['token']}"
+  assert not finetune_source.source_head(c, tasks.get_task(c.data, tok))
+
+
+# --------------------------------- acceptance 3: export -> import -> predict
+
+
+def predictions(path, kind):
+  tok, model = inference.load(path)
+  assert model.kind == kind
+  if kind == "token":
+    return [(r["tags"], r["entities"]) for r in inference.tag(model, tok, TEXTS)]
+  if kind == "span":
+    got = inference.answer(model, tok, ["Who visited Paris?", "How much?"] * 2,
+                           ["Angela Merkel visited Paris in May.",
+                            "It costs 40 dollars, or 35 euros."] * 2)
+    return [(g["answer"], g["start"], g["end"], round(g["probability"], 5),
+             round(g.get("null_odds", 0.0), 4)) for g in got]
+  got = inference.classify(model, tok, TEXTS)
+  return [{k: (np.round(list(v.values()), 5).tolist() if k == "scores" else
+               round(v, 5) if isinstance(v, float) else v) for k, v in g.items()}
+          for g in got]
+
+
+@pytest.mark.parametrize("kind,task,names", [
+    ("classification", "mnli", ["entailment", "neutral", "contradiction"]),
+    ("multilabel", "jsonl", ["a", "b", "c", "d"]),
+    ("regression", "stsb", []),
+    ("token", "conll2003", NER),
+    ("span", "squad_v2.0", [])])
+def test_finetuned_workdir_export_import_predict_round_trip(kind, task, names, tmp_path):
+  import flax.linen as nn
+  import jax
+  from bert_jax.config import ModelConfig
+  from bert_jax.models import make_task_model
+  from tests import inference_helpers
+  cfg = ModelConfig(vocab_size=30522, hidden_size=32, num_layers=2, num_heads=2,
+                    intermediate_size=64, max_position_embeddings=64)
+  num_labels = {"span": 2, "regression": 1}.get(kind, len(names))
+  model = make_task_model(kind, cfg, num_labels)
+  dummy = np.zeros((1, 8), np.int32)
+  params = jax.tree_util.tree_map(np.array, nn.meta.unbox(
+      model.init(jax.random.PRNGKey(3), dummy, dummy, dummy)["params"]))
+  params["classifier"]["kernel"] = np.random.default_rng(0).normal(
+      0, 3.0, params["classifier"]["kernel"].shape).astype(np.float32)
+  workdir = inference_helpers.write_finetune_workdir(
+      tmp_path / "run", params, cfg,
+      {"task": task, "kind": kind, "label_names": names, "max_seq_length": 16,
+       "doc_stride": 4}, os.path.join(MINILM, "vocab.txt"))
+  want = predictions(workdir, kind)
+  exported = str(tmp_path / "hf")
+  convert.convert(workdir, exported)             # -> the transformers task class
+  params_dir = str(tmp_path / "params")
+  convert.convert(exported, params_dir)          # -> a bert_jax params dir, head kept
+  assert predictions(exported, kind) == want
+  assert predictions(params_dir, kind) == want
+  # transformers reads the export as the task model it is
+  cls = getattr(transformers, convert.hf.TASK_CLASSES[kind][0])
+  back = cls.from_pretrained(exported)
+  if names:
+    assert [back.config.id2label[i] for i in range(len(names))] == names

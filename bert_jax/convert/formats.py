@@ -133,7 +133,8 @@ def save(loaded: Loaded, dst: str, fmt: str) -> dict:
       written.append(os.path.basename(path))
     if fmt == "hf":  # a tokenizer transformers loads, with our ids (or a clear refusal)
       written += hf_tokenizer.write(tmp, loaded.tokenizer_files,
-                                    int(loaded.model_config.max_position_embeddings))
+                                    int(loaded.model_config.max_position_embeddings),
+                                    (loaded.task or {}).get("lowercase"))
     if fmt == "bert_jax":
       written.append(SUMMARY_FILE)
     summary = {**loaded.summary(), "to": fmt, "dst": str(storage.absolute(dst)),
