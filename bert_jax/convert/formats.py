@@ -10,9 +10,9 @@ Loading maps every array, fills the modules the source lacks (pooler, MLM, NSP h
 of a bare `BertModel`; the pooler of a token or span task model) with a fresh init
 and says so. A task model (an HF `BertFor...Classification` / `...QuestionAnswering`
 dir, a fine-tuned workdir, a params dir converted from either) keeps its head
-(`params['classifier']`) and its task record (`Loaded.task`: kind, label names). Writing goes to a temporary
-sibling directory renamed into place at the end, so a failure never leaves a partial
-output directory behind. An HF export carries a tokenizer that `transformers` loads and
+(`params['classifier']`) and its task record (`Loaded.task`: kind, label names).
+Writing goes to a temporary sibling directory renamed into place at the end, so a
+failure never leaves a partial output directory behind. An HF export carries a tokenizer that `transformers` loads and
 that gives our ids (`hf_tokenizer.py`), or fails saying why it cannot.
 """
 
