@@ -28,7 +28,7 @@ import numpy as np
 
 from bert_jax import convert, storage, workdir as workdir_lib
 from bert_jax.config import ModelConfig
-from bert_jax.convert import hf as hf_format
+from bert_jax.convert import hf as hf_format, hf_tasks
 from bert_jax.convert.common import read_json
 from bert_jax.data import tokenizers
 from bert_jax.data.tasks import common
@@ -84,7 +84,7 @@ def source_head(config, task) -> bool:
   config_path = storage.join(where, hf_format.CONFIG_FILE)
   d = read_json(config_path, ValueError, f"init.checkpoint=hf:{where}")
   try:
-    src = hf_format.hf_task(d, config_path, hf_format.hf_architecture(d, config_path))
+    src = hf_tasks.hf_task(d, config_path, hf_tasks.hf_architecture(d, config_path))
   except convert.ConversionError as e:
     raise ValueError(f"init.checkpoint=hf:{where}: {e}") from None
   if src is None:
