@@ -117,6 +117,42 @@ def test_word_boundaries_are_berts_basic_tokenizer():
       "$", "1", ",", "200"]
 
 
+def test_sentencepiece_tagging_uses_the_same_words(tmp_path):
+  """With a SentencePiece model, `tag`'s words are BERT's too: each is encoded on its
+  own and tagged by its first piece (checked against the model run by hand)."""
+  import flax.linen as nn
+  import jax
+  from bert_jax.config import ModelConfig
+  from bert_jax.data import tokenizers
+  from bert_jax.models import make_task_model
+  from tests import inference_helpers
+  spm_path = str(tmp_path / "spm.model")
+  spm = tokenizers.SentencePieceTokenizer.train([[t] for t in TEXTS * 20], spm_path, 350)
+  cfg = ModelConfig(vocab_size=spm.vocab_size, hidden_size=32, num_layers=1, num_heads=2,
+                    intermediate_size=64, max_position_embeddings=64)
+  model = make_task_model("token", cfg, len(NER))
+  dummy = np.zeros((1, 8), np.int32)
+  params = jax.tree_util.tree_map(np.array, nn.meta.unbox(
+      model.init(jax.random.PRNGKey(0), dummy, dummy, dummy)["params"]))
+  params["classifier"]["kernel"] *= 100
+  workdir = inference_helpers.write_finetune_workdir(
+      tmp_path / "run", params, cfg, {"task": "conll2003", "kind": "token",
+                                      "label_names": NER, "max_seq_length": 64}, spm_path)
+  tok, loaded = inference.load(workdir)
+  got = inference.tag(loaded, tok, TEXTS[:3])
+  for text, g in zip(TEXTS, got):
+    spans = words.word_spans(text)
+    assert g["words"] == [text[a:b] for a, b in spans]
+    ids, firsts = [spm.cls_id], []
+    for w in g["words"]:
+      firsts.append(len(ids))
+      ids += spm.encode(w)
+    ids = np.array([ids + [spm.sep_id]], np.int32)
+    logits = model.apply({"params": params}, ids, np.zeros_like(ids),
+                         np.ones_like(ids))["logits"][0]
+    assert g["tags"] == [NER[int(np.argmax(logits[i]))] for i in firsts], text
+
+
 # ------------------------------------------------ acceptance 1: pipelines agree
 
 
@@ -233,6 +269,21 @@ def test_predict_cli_reads_an_hf_token_model(dirs, tmp_path):
   for line, w in zip(lines, want):
     assert [(e["type"], e["start"], e["end"]) for e in line["entities"]] == [
         (e["entity_group"], e["start"], e["end"]) for e in w]
+
+
+def test_predict_cli_reads_hf_sequence_and_qa_models(dirs, tmp_path):
+  lines = run_predict(dirs["classification"], "classify",
+                      [{"text": t} for t in TEXTS[:3]], tmp_path)
+  want = hf_pipeline("text-classification", dirs["classification"])(TEXTS[:3], top_k=None)
+  for line, w in zip(lines, want):
+    assert line["label"] == w[0]["label"]
+    for x in w:
+      np.testing.assert_allclose(line["scores"][x["label"]], x["score"], atol=1e-4)
+  question, context = "Who visited Paris?", "Angela Merkel visited Paris in May."
+  line, = run_predict(dirs["span"], "answer", [{"question": question, "context": context}],
+                      tmp_path)
+  w = transformers_qa(dirs["span"], question, context, max_answer_len=30)
+  assert (line["answer"], line["start"], line["end"]) == (w["answer"], w["start"], w["end"])
 
 
 # ------------------------------------------------------------------- errors
