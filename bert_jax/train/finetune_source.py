@@ -3,9 +3,9 @@
 `init.checkpoint` names the source:
 
     'hf:DIR'            an HF BERT directory: config.json (must agree with config field
-                        `model`), model.safetensors, vocab.txt or tokenizer.json;
-                        any BERT class
-                        (BertModel, BertForPreTraining, BertForMaskedLM, a task model)
+                        `model`), model.safetensors | pytorch_model.bin, vocab.txt
+                        or tokenizer.json; any BERT class (BertModel,
+                        BertForPreTraining, BertForMaskedLM, a task model)
     'bert_jax:WORKDIR'  a bert_jax workdir, pretraining or fine-tuned: the newest
                         checkpoint's `params/bert` in either encoder layout, its
                         tokenizer (task.json, data.tokenizer_path or its SentencePiece
