@@ -388,7 +388,7 @@ SENTENCES = ["the film was great", "an awful , boring plot", "it is a film",
              "some parts were good", "the worst film of the year", "fine"]
 
 
-@pytest.mark.parametrize("kind", ["classification", "regression"])
+@pytest.mark.parametrize("kind", ["classification", "multilabel", "regression"])
 def test_finetuning_from_an_hf_dir_with_its_labels_continues_its_head(dirs, kind,
                                                                      tmp_path):
   from configs import finetune_glue
@@ -399,10 +399,16 @@ def test_finetuning_from_an_hf_dir_with_its_labels_continues_its_head(dirs, kind
   if kind == "classification":
     labels = rng.integers(0, 3, len(SENTENCES))
     c.data.num_labels, c.data.label_names = 3, "negative,neutral,positive"
+    as_row = int
+  elif kind == "multilabel":   # the HF dir's generic names LABEL_0..3 match any
+    labels = (rng.random((len(SENTENCES), 4)) < 0.4).astype(np.float32)
+    c.data.num_labels = 4
+    as_row = lambda y: [int(j) for j in np.flatnonzero(y)]  # noqa: E731
   else:
     labels = rng.normal(size=len(SENTENCES)).round(3)
-  rows = [{"text_a": t, "label": (int(y) if kind == "classification" else float(y)),
-           "idx": i} for i, (t, y) in enumerate(zip(SENTENCES, labels))]
+    as_row = float
+  rows = [{"text_a": t, "label": as_row(y), "idx": i}
+          for i, (t, y) in enumerate(zip(SENTENCES, labels))]
   c.data.train_file = c.data.eval_file = write_jsonl(tmp_path / "train.jsonl", rows)
   loss = finetune_from(directory, c, tmp_path / "run", len(rows))
   target = torch.tensor(labels, dtype=torch.long if kind == "classification"
