@@ -533,3 +533,39 @@ def test_finetuned_workdir_export_import_predict_round_trip(kind, task, names, t
   back = cls.from_pretrained(exported)
   if names:
     assert [back.config.id2label[i] for i in range(len(names))] == names
+
+
+def test_finetuning_from_an_hf_qa_dir_continues_its_head(dirs, tmp_path):
+  """SQuAD v1.1 files: the HF QA head is continued; the step-1 loss is the HF model's
+  on the same (padded) batch, start/end tokens found from the fast tokenizer's offsets."""
+  from configs import finetune_squad
+  qas = [("Who visited Paris?", "Angela Merkel visited Paris in May.", "Angela Merkel"),
+         ("Where is the dog?", "The lazy dog sleeps under the old oak tree.", "oak tree"),
+         ("How much?", "It costs 40 dollars, or 35 euros.", "40 dollars"),
+         ("When?", "It happened on 3 June 2021, late at night.", "3 June 2021")]
+  data = {"version": "1.1", "data": [{"title": "t", "paragraphs": [
+      {"context": c, "qas": [{"id": str(i), "question": q, "answers": [
+          {"text": a, "answer_start": c.index(a)}]}]} for i, (q, c, a) in enumerate(qas)]}]}
+  for name in ("train-v1.1.json", "dev-v1.1.json"):
+    (tmp_path / name).write_text(json.dumps(data), encoding="utf-8")
+  c = finetune_squad.get_config(f"task=squad_v1.1,init=hf:{dirs['span']},size=tiny")
+  c.data.source, c.data.data_dir = "local", str(tmp_path)
+  loss = finetune_from(dirs["span"], c, tmp_path / "run", len(qas))
+  tok = transformers.AutoTokenizer.from_pretrained(dirs["span"])
+  # padded as the batch was (max_seq_length): neither model masks the span logits of
+  # padding, so the softmax over positions depends on the padded length
+  enc = tok([q for q, _, _ in qas], [c for _, c, _ in qas], padding="max_length",
+            max_length=c.data.max_seq_length, return_offsets_mapping=True)
+  starts, ends = [], []
+  for i, (_, context, a) in enumerate(qas):
+    begin, end = context.index(a), context.index(a) + len(a)
+    tokens = [j for j, (s, e) in enumerate(enc["offset_mapping"][i])
+              if enc.sequence_ids(i)[j] == 1 and s < end and e > begin]
+    starts.append(tokens[0])
+    ends.append(tokens[-1])
+  model = transformers.AutoModelForQuestionAnswering.from_pretrained(dirs["span"]).eval()
+  inputs = {k: torch.tensor(v) for k, v in enc.items() if k != "offset_mapping"}
+  with torch.no_grad():
+    want = float(model(**inputs, start_positions=torch.tensor(starts),
+                       end_positions=torch.tensor(ends)).loss)
+  np.testing.assert_allclose(loss, want, atol=1e-4)
