@@ -6,7 +6,8 @@
     convert.convert("workdir/tiny", "exported_hf")         # bert_jax -> HF dir
 
 CLI: `python -m bert_jax.convert --src=... --dst=... [--from=...] [--to=...]`.
-Modules: hf.py (HF names, config.json, dirs), tf.py (original TF names), native.py
+Modules: hf.py (HF names, config.json, dirs), hf_tasks.py (HF task models: class,
+task, head), tf.py (original TF names), native.py
 (bert_jax workdirs and params dirs, orbax), formats.py (detection, load, atomic save),
 common.py (shapes, head completion, the error type).
 """

@@ -7,9 +7,12 @@ Formats (`--from` / `--to`):
   bert_jax  a converted-params dir (see `native.py`)
 
 Loading maps every array, fills the modules the source lacks (pooler, MLM, NSP heads
-of a bare `BertModel`) with a fresh init and says so. Writing goes to a temporary
-sibling directory renamed into place at the end, so a failure never leaves a partial
-output directory behind. An HF export carries a tokenizer that `transformers` loads and
+of a bare `BertModel`; the pooler of a token or span task model) with a fresh init
+and says so. A task model (an HF `BertFor...Classification` / `...QuestionAnswering`
+dir, a fine-tuned workdir, a params dir converted from either) keeps its head
+(`params['classifier']`) and its task record (`Loaded.task`: kind, label names).
+Writing goes to a temporary sibling directory renamed into place at the end, so a
+failure never leaves a partial output directory behind. An HF export carries a tokenizer that `transformers` loads and
 that gives our ids (`hf_tokenizer.py`), or fails saying why it cannot.
 """
 
@@ -90,9 +93,8 @@ def load(src: str, fmt: str = "auto", *, step: int | str | None = None,
   'best' (the best-ranked one) or None (the newest)."""
   fmt = detect(src) if fmt == "auto" else fmt
   if fmt == "hf":
-    sd, cfg, source = hf.read_hf_dir(src)
-    loaded = Loaded(_mapped(sd, cfg, source, hf.CONFIG_FILE), cfg, source, fmt,
-                    _tokenizer_files(src))
+    params, cfg, source, task = hf.read_hf_model(src)
+    loaded = Loaded(params, cfg, source, fmt, _tokenizer_files(src), task=task)
   elif fmt == "tf":
     sd, cfg, prefix, skipped = tf.read_tf_dir(src)
     loaded = Loaded(_mapped(sd, cfg, prefix, tf.CONFIG_FILE), cfg, prefix, fmt,
@@ -102,12 +104,17 @@ def load(src: str, fmt: str = "auto", *, step: int | str | None = None,
     loaded = Loaded(params, cfg, str(workdir_lib.checkpoint(src, step)), fmt,
                     tokenizer, task=task)
   elif fmt == "bert_jax":
-    params, cfg = native.read_params_dir(src)
-    loaded = Loaded(params, cfg, src, fmt, _tokenizer_files(src))
+    params, cfg, task = native.read_params_dir(src)
+    loaded = Loaded(params, cfg, src, fmt, _tokenizer_files(src), task=task)
   else:
     raise ConversionError(f"--from={fmt!r} is not one of {('auto',) + FORMATS}")
   if loaded.task is None:
     loaded.params, loaded.initialised = complete_heads(loaded.params, cfg, seed)
+  elif fmt != "workdir":   # a task model: its pooler may be absent (token, span heads)
+    head = loaded.params.pop("classifier")
+    full, initialised = complete_heads({"bert": loaded.params["bert"]}, cfg, seed)
+    loaded.params = {"bert": full["bert"], "classifier": head}
+    loaded.initialised = [m for m in initialised if m.startswith("bert/")]
   return loaded
 
 
@@ -115,22 +122,19 @@ def save(loaded: Loaded, dst: str, fmt: str) -> dict:
   """Writes `loaded` as `fmt` ('hf' or 'bert_jax') to the new dir `dst`."""
   if fmt not in ("hf", "bert_jax"):
     raise ConversionError(f"--to={fmt!r} is not one of ('hf', 'bert_jax')")
-  if loaded.task is not None and fmt != "hf":
-    raise ConversionError(f"{loaded.source} is a fine-tuned workdir "
-                          f"({loaded.task['task']}): it exports with --to=hf; as a "
-                          "starting point use it directly "
-                          "(init=bert_jax:WORKDIR)")
   with storage.atomic_dir(dst, error=ConversionError) as tmp:
     if fmt == "hf":
       written = hf.write_hf_dir(tmp, loaded.params, loaded.model_config, loaded.task)
     else:
-      written = native.write_params_dir(tmp, loaded.params, loaded.model_config)
+      written = native.write_params_dir(tmp, loaded.params, loaded.model_config,
+                                        loaded.task)
     for path in loaded.tokenizer_files:
       storage.copy_file(path, storage.join(tmp, os.path.basename(path)))
       written.append(os.path.basename(path))
     if fmt == "hf":  # a tokenizer transformers loads, with our ids (or a clear refusal)
       written += hf_tokenizer.write(tmp, loaded.tokenizer_files,
-                                    int(loaded.model_config.max_position_embeddings))
+                                    int(loaded.model_config.max_position_embeddings),
+                                    (loaded.task or {}).get("lowercase"))
     if fmt == "bert_jax":
       written.append(SUMMARY_FILE)
     summary = {**loaded.summary(), "to": fmt, "dst": str(storage.absolute(dst)),

@@ -7,6 +7,12 @@ and returns the bert_jax parameter tree:
     {'bert': {...}}                          for a BertModel state dict
     {'bert': {...}, 'mlm': {...}, 'nsp': {...}}   when the pretraining heads are present
 
+Task models (`BertForSequenceClassification`, `BertForTokenClassification`:
+`classifier.*`; `BertForQuestionAnswering`: `qa_outputs.*`) add their head as
+`{'classifier': {'kernel', 'bias'}}`, the tree of `bert_jax.models.make_task_model`;
+`hf_tasks.hf_task(config)` reads which task a dir holds (its `architectures`,
+`id2label`, `problem_type`) as a task.json-like record.
+
 `hf_state_dict(params, cfg)` is its exact inverse (always `BertForPreTraining` names,
 with the tied decoder written out). Layout differences: torch Linear weights are
 [out, in] (ours [in, out]); attention kernels are split into [embed, heads, kv] /
@@ -28,6 +34,9 @@ from bert_jax import storage
 from bert_jax.config import ModelConfig
 from bert_jax.convert.common import (ConversionError, check_shapes, expected_shapes,
                                      flatten, unflatten)
+from bert_jax.convert.hf_tasks import (RUN_FIELDS, RUN_RECORD, check_head,  # noqa: F401
+                                       hf_architecture, hf_task, layer_beyond, task_head,
+                                       unmapped_message)
 from bert_jax.models import params as params_lib
 
 # Buffers HF keeps in state dicts that carry no learned weights.
@@ -164,11 +173,18 @@ def _hf_path(name: str) -> tuple[str, str, str] | None:
   return (hit[0], hit[1], _TF_ERA.get(leaf, leaf)) if hit else None
 
 
-def params_from_hf(state_dict: Mapping[str, Any], cfg) -> dict:
-  """HF BERT state dict (numpy or torch tensors by HF name) -> bert_jax params."""
+def params_from_hf(state_dict: Mapping[str, Any], cfg, architecture: str | None = None
+                   ) -> dict:
+  """HF BERT state dict (numpy or torch tensors by HF name) -> bert_jax params.
+
+  `architecture`: the transformers class the state dict is of (config.json
+  `architectures`, `hf_tasks.ARCHITECTURES`); it decides which head names belong, and errors
+  name what bert_jax reads for it. None: any BERT state dict, a task head included.
+  """
   sd = {k: np.asarray(v.detach().cpu().float().numpy() if hasattr(v, "detach") else v,
                       dtype=np.float32)
         for k, v in state_dict.items() if not _IGNORED.search(k)}
+  head = task_head(sd, cfg, architecture)
   bare = not any(k.startswith("bert.") for k in sd)   # a BertModel: no 'bert.' prefix
   full = {(f"bert.{k}" if bare and not k.startswith("cls.") else k): k for k in sd}
   sd.pop("cls.predictions.decoder.bias", None)  # an alias of cls.predictions.bias
@@ -180,16 +196,14 @@ def params_from_hf(state_dict: Mapping[str, Any], cfg) -> dict:
     if key not in sd:
       continue
     hit = _hf_path(name)
-    if hit is None:
+    if hit is None or layer_beyond(name, cfg):
       unknown.append(key)
       continue
     path, kind, leaf = hit
     ours, value = _from_torch(kind, leaf, sd.pop(key), cfg.num_heads, key)
     flat[f"{path}/{ours}" if ours else path] = value
   if unknown:
-    raise ConversionError(
-        "HF state dict has names bert_jax does not map (wrong num_layers or not a "
-        "BERT checkpoint?): " + ", ".join(sorted(unknown)))
+    raise ConversionError(unmapped_message(unknown, cfg, architecture))
   expected = expected_shapes(cfg)
   heads = {p.split("/")[0] for p in flat} - {"bert"}
   missing = [p for p in expected if p not in flat and (
@@ -208,6 +222,8 @@ def params_from_hf(state_dict: Mapping[str, Any], cfg) -> dict:
           "cls.predictions.decoder.weight differs from the word embeddings; set "
           "model.tie_word_embeddings=False to import an untied decoder")
   check_shapes(params, cfg, "HF state dict")
+  if head is not None:
+    params["classifier"] = head
   return params
 
 
@@ -275,6 +291,9 @@ def task_hf(params: Mapping[str, Any], cfg, task: Mapping[str, Any]
                 label2id={n: i for i, n in enumerate(names)}, num_labels=num_labels)
   if problem_type:
     config["problem_type"] = problem_type
+  kept = {k: task[k] for k in RUN_FIELDS if task.get(k) is not None}
+  if kept:   # transformers keeps unknown config fields; `hf_task` reads them back
+    config[RUN_RECORD] = kept
   return sd, config
 
 
@@ -285,6 +304,27 @@ def is_hf_dir(path: str) -> bool:
   d = storage.path(path)
   return (d / CONFIG_FILE).is_file() and any(
       (d / f).is_file() for f in (SAFETENSORS_FILE, TORCH_FILE))
+
+
+def read_hf_model(path: str) -> tuple[dict, ModelConfig, str, dict | None]:
+  """HF checkpoint dir -> (bert_jax params, model config, weights file, task).
+
+  `task`: `hf_task`'s record for a task model (its head is `params['classifier']`),
+  else None. Errors name the weights file and the config beside it.
+  """
+  sd, cfg, source = read_hf_dir(path)
+  config_path = storage.join(path, CONFIG_FILE)
+  d = storage.read_json(config_path)
+  where = f"weights {source} against {CONFIG_FILE} beside them"
+  try:
+    architecture = hf_architecture(d, config_path, sd)
+    task = hf_task(d, config_path, architecture)
+    params = params_from_hf(sd, cfg, architecture)
+  except ConversionError as e:
+    raise ConversionError(f"{where}: {e}") from None
+  if task is not None:
+    check_head(params, task, where)
+  return params, cfg, source, task
 
 
 def read_hf_dir(path: str) -> tuple[dict[str, np.ndarray], ModelConfig, str]:

@@ -69,11 +69,13 @@ def _save(tok, directory: str) -> None:
                             tok.to_str(pretty=True))
 
 
-def wordpiece_files(directory: str, vocab_path: str, model_max_length: int) -> list[str]:
-  """tokenizer.json + tokenizer_config.json + special_tokens_map.json for a vocab.txt."""
+def wordpiece_files(directory: str, vocab_path: str, model_max_length: int,
+                    lowercase: bool | None = None) -> list[str]:
+  """tokenizer.json + tokenizer_config.json + special_tokens_map.json for a vocab.txt
+  (`lowercase`: what the model was trained with; None: read or inferred beside it)."""
   from tokenizers import AddedToken
   from bert_jax.data import wordpiece
-  ours = wordpiece.WordPieceTokenizer.load(vocab_path)
+  ours = wordpiece.WordPieceTokenizer.load(vocab_path, lowercase)
   tok = ours._tok  # noqa: SLF001  (the exact pipeline our WordPiece runs)
   ids = {t: getattr(ours, f"{t[1:-1].lower()}_id") for t in SPECIAL_TOKENS}
   tok.add_special_tokens([AddedToken(t, special=True) for t in SPECIAL_TOKENS])
@@ -161,9 +163,12 @@ def sentencepiece_files(directory: str, model_path: str, model_max_length: int
   return ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"]
 
 
-def write(directory: str, tokenizer_files: list[str], model_max_length: int) -> list[str]:
+def write(directory: str, tokenizer_files: list[str], model_max_length: int,
+          lowercase: bool | None = None) -> list[str]:
   """The HF tokenizer files for the copied source files, unless it brought its own
-  (an HF source) or has none (weights only: the summary's file list shows it)."""
+  (an HF source) or has none (weights only: the summary's file list shows it).
+  `lowercase`: a WordPiece model's casing when the source says it (a fine-tuned
+  workdir's task.json), else read or inferred beside the vocab."""
   names = {os.path.basename(p): p for p in tokenizer_files}
   if "tokenizer.json" in names or "tokenizer_config.json" in names:
     return []   # an HF source: its own tokenizer files are already copied
@@ -172,6 +177,8 @@ def write(directory: str, tokenizer_files: list[str], model_max_length: int) -> 
   for path, files in ((vocab[:1], wordpiece_files), (spm[:1], sentencepiece_files)):
     if path:
       try:
+        if files is wordpiece_files:
+          return files(directory, path[0], model_max_length, lowercase)
         return files(directory, path[0], model_max_length)
       except (OSError, RuntimeError, ValueError) as e:
         if isinstance(e, ConversionError):

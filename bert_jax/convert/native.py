@@ -9,7 +9,9 @@ read and no mesh is needed.
 
 A params dir is what `python -m bert_jax.convert --to=bert_jax` writes:
 
-    config.json      {"model": {...the model sub-config...}}
+    config.json      {"model": {...the model sub-config...}} (+ "task": {kind,
+                     label_names, num_labels, ...} for a task model, whose params/
+                     hold its encoder and head 'classifier')
     params/          orbax checkpoint of the parameter tree
     vocab.txt | spm.model | tokenizer.json ...   tokenizer files of the source
     conversion.json  what was mapped, initialised and skipped
@@ -41,11 +43,17 @@ def _model_config(d: dict, where: str) -> ModelConfig:
     raise ConversionError(str(e)) from None
 
 
-def _restore_params(path: storage.PathLike, cfg) -> dict:
-  """Restores a params dir's orbax tree as numpy, with the shapes `cfg` implies."""
+def _restore_params(path: storage.PathLike, cfg, head: tuple[int, int] | None = None
+                    ) -> dict:
+  """Restores a params dir's orbax tree as numpy, with the shapes `cfg` implies; a
+  task model's (`head`: [hidden, labels]) is its encoder and 'classifier'."""
   import orbax.checkpoint as ocp  # local: `import bert_jax.convert` stays light
+  expected = expected_shapes(cfg)
+  if head is not None:
+    expected = {p: s for p, s in expected.items() if p.startswith("bert/")}
+    expected.update({"classifier/kernel": head, "classifier/bias": head[1:]})
   shapes = unflatten({p: jax.ShapeDtypeStruct(s, np.float32)
-                      for p, s in expected_shapes(cfg).items()})
+                      for p, s in expected.items()})
   args = jax.tree_util.tree_map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray),
                                 shapes)
   try:
@@ -149,16 +157,39 @@ def read_workdir(workdir: str, step: int | str | None = None):
 
 
 def read_params_dir(path: str):
-  """-> (params, model config, tokenizer files) of a converted-params dir."""
+  """-> (params, model config, task) of a converted-params dir; `task` (config.json's
+  'task', see `write_params_dir`) is None unless it holds a task model."""
   where = storage.join(path, CONFIG_FILE)
-  cfg = _model_config(read_json(where), where)
-  params = _restore_params(storage.absolute(path) / PARAMS_DIR, cfg)
-  return params, cfg
+  full = read_json(where)
+  cfg = _model_config(full, where)
+  task = full.get("task")
+  head = None
+  if task is not None:
+    if not isinstance(task, dict) or not isinstance(task.get("num_labels"), int):
+      raise ConversionError(f"{where} field task: expected a record with kind, "
+                            f"label_names and num_labels, found {task!r}")
+    head = (cfg.hidden_size, task["num_labels"])
+  params = _restore_params(storage.absolute(path) / PARAMS_DIR, cfg, head)
+  return params, cfg, task
 
 
-def write_params_dir(path: str, params, cfg) -> list[str]:
-  """Writes config.json and params/ into the existing dir `path`."""
-  storage.write_json_atomic(storage.join(path, CONFIG_FILE), {"model": cfg.to_dict()})
+# Fields of a task record a params dir keeps (task.json's, less the workdir's files).
+TASK_FIELDS = ("task", "kind", "label_names", "num_labels", "architecture",
+               "max_seq_length", "doc_stride", "max_query_length", "lowercase")
+
+
+def write_params_dir(path: str, params, cfg, task: dict | None = None) -> list[str]:
+  """Writes config.json and params/ into the existing dir `path`.
+
+  A task model (`task`: a fine-tuned workdir's task.json or an HF dir's task record)
+  keeps its head in params/ and its task in config.json's 'task' (with `num_labels`).
+  """
+  full = {"model": cfg.to_dict()}
+  if task is not None:
+    num_labels = int(np.shape(params["classifier"]["bias"])[-1])
+    full["task"] = {k: v for k, v in {**task, "num_labels": num_labels}.items()
+                    if k in TASK_FIELDS}
+  storage.write_json_atomic(storage.join(path, CONFIG_FILE), full)
   import orbax.checkpoint as ocp
   params = jax.tree_util.tree_map(lambda x: np.asarray(x, np.float32), params)
   with ocp.PyTreeCheckpointer() as ckptr:

@@ -50,7 +50,8 @@ class Model:
 
   @classmethod
   def from_pretrained(cls, path: str, step: int | None = None) -> Model:
-    """Loads a fine-tuning or pretraining workdir, an HF, Google or params dir.
+    """Loads a fine-tuning or pretraining workdir, an HF, Google or params dir; an HF
+    task model (or a params dir converted from one) with its head and labels.
 
     `step`: a workdir's checkpoint; default: for a fine-tuning workdir whose task.json
     names a `best_metric`, the best-ranked step (the one its test predictions used),
@@ -60,13 +61,19 @@ class Model:
     if src.kind == "finetune":
       return _load_finetune(src, step)
     from bert_jax import convert
-    from bert_jax.models import BertForPreTraining
+    from bert_jax.models import BertForPreTraining, make_task_model
     try:
       loaded = convert.load(path, src.kind, step=step)
     except convert.ConversionError as e:
       raise ModelError(str(e)) from None
-    return cls(BertForPreTraining(loaded.model_config), loaded.params,
-               loaded.model_config, "pretraining", src, loaded.initialised)
+    cfg = loaded.model_config
+    if loaded.task is not None:   # an HF task model, or a params dir converted from one
+      src.task = loaded.task
+      kind, num_labels = loaded.task["kind"], int(loaded.task["num_labels"])
+      return cls(make_task_model(kind, cfg, num_labels), loaded.params, cfg, kind, src,
+                 loaded.initialised)
+    return cls(BertForPreTraining(cfg), loaded.params, cfg, "pretraining", src,
+               loaded.initialised)
 
   @property
   def label_names(self) -> list[str]:

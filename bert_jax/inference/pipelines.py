@@ -14,7 +14,8 @@ windowing changes nothing for short inputs. How windows are combined:
   classify   the mean (default, as fine-tuning evaluates) or the element-wise max of
              the window logits, then softmax / sigmoid;
   tag        each word is tagged in the window where its first piece is most central
-             (`ner.postprocess`);
+             (`ner.postprocess`); a text's words are those of BERT's basic tokenizer
+             (`data/tasks/words.py`), for SentencePiece models as for WordPiece;
   answer     the best span over all windows, each start taken only in its most
              central window (`squad.postprocess`, the n-best of run_squad.py).
 
@@ -26,13 +27,13 @@ batches of `batch_size`, so padding stays small.
 
 from __future__ import annotations
 
-import unicodedata
 from typing import Callable, Sequence
 
 import numpy as np
 
 from bert_jax import metrics
 from bert_jax.data.tasks import classification, ner, squad, windows
+from bert_jax.data.tasks import words as words_lib
 from bert_jax.inference.model import Model, ModelError
 from bert_jax.inference.tokenizer import Tokenizer
 
@@ -238,29 +239,11 @@ def combine_windows(logits: np.ndarray, example_index: np.ndarray, count: int,
 # --------------------------------------------------------------------------- tag
 
 
-def split_words(text: str) -> list[tuple[int, int]]:
-  """[start, end) spans of words: runs of letters/digits; each punctuation mark and
-  each CJK character is a word of its own (as BERT's basic tokenizer splits them)."""
-  spans, start = [], None
-  for i, ch in enumerate(text):
-    alone = unicodedata.category(ch).startswith("P") or _is_cjk(ch)
-    if ch.isspace() or alone:
-      if start is not None:
-        spans.append((start, i))
-        start = None
-      if alone:
-        spans.append((i, i + 1))
-    elif start is None:
-      start = i
-  if start is not None:
-    spans.append((start, len(text)))
-  return spans
-
-
-def _is_cjk(ch: str) -> bool:
-  cp = ord(ch)
-  return (0x4E00 <= cp <= 0x9FFF or 0x3400 <= cp <= 0x4DBF or 0x20000 <= cp <= 0x2A6DF
-          or 0xF900 <= cp <= 0xFAFF or 0x2F800 <= cp <= 0x2FA1F)
+def split_words(text: str, lowercase: bool = False) -> list[tuple[int, int]]:
+  """[start, end) spans of the words of `text` as BERT's basic tokenizer draws them
+  (`data/tasks/words.py`: every punctuation mark, ASCII symbols such as `$ + =`
+  included, and each CJK character is a word of its own)."""
+  return words_lib.word_spans(text, lowercase)
 
 
 def tag(model: Model, tok: Tokenizer, inputs: Sequence[str | Sequence[str]], *,
@@ -277,7 +260,7 @@ def tag(model: Model, tok: Tokenizer, inputs: Sequence[str | Sequence[str]], *,
   examples, texts, spans = [], [], []
   for i, item in enumerate(inputs):
     if isinstance(item, str):
-      text, word_spans = item, split_words(item)
+      text, word_spans = item, split_words(item, bool(tok.lowercase))
     else:
       words = [str(w) for w in item]
       starts = np.cumsum([0] + [len(w) + 1 for w in words])

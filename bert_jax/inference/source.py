@@ -7,7 +7,10 @@ Kinds (the same `from_pretrained(path)` takes each):
               "max_query_length", "lowercase", "tokenizer": "tokenizer/<file>"}
   workdir    a bert_jax pretraining workdir (`config.json` + `checkpoints/`)
   hf | tf | bert_jax   an HF directory, a Google checkpoint dir, a converted-params dir
-             (`bert_jax.convert` reads them)
+             (`bert_jax.convert` reads them); an HF task model (`architectures`
+             BertForSequenceClassification | BertForTokenClassification |
+             BertForQuestionAnswering, labels from `id2label`, the sequence kind from
+             `problem_type`) or a params dir converted from one serves its task
 A sentence-transformers directory (an HF dir with `modules.json`) also gives its
 pooling (`1_Pooling/config.json`), normalisation (a `Normalize` module) and
 `max_seq_length` (`sentence_bert_config.json`), which `embed` follows.
@@ -34,7 +37,9 @@ class Source:
   kind: str                               # finetune | workdir | hf | tf | bert_jax
   tokenizer_path: str
   lowercase: bool | None = None
-  task: dict[str, Any] | None = None      # task.json of a fine-tuning workdir
+  task: dict[str, Any] | None = None      # task.json of a fine-tuning workdir; the
+                                          # task record of an HF or params dir's task
+                                          # model (`Model.from_pretrained` sets it)
   pooling: str | None = None              # sentence-transformers: cls | mean | max
   normalize: bool = False                 # sentence-transformers Normalize module
   max_length: int | None = None           # sentence-transformers max_seq_length
@@ -42,9 +47,12 @@ class Source:
   def describe(self) -> str:
     if self.kind == "finetune":
       return f"fine-tuning workdir {self.path} (task {self.task['task']}, {self.task['kind']})"
-    return {"workdir": "pretraining workdir", "hf": "HF directory",
+    what = {"workdir": "pretraining workdir", "hf": "HF directory",
             "tf": "Google checkpoint directory", "bert_jax": "converted-params dir"
             }[self.kind] + f" {self.path}"
+    if self.task:
+      what += f" (task {self.task['task']}, {self.task['kind']})"
+    return what
 
 
 def _read_json(path: str):

@@ -50,11 +50,16 @@ class Tokenizer:
     `tokenizer.json`."""
     from bert_jax.data import tokenizers, wordpiece
     if path.endswith(".json"):
+      import json
       import tokenizers as hf_tokenizers
-      tok = hf_tokenizers.Tokenizer.from_str(storage.path(path).read_text(encoding="utf-8"))
+      text = storage.path(path).read_text(encoding="utf-8")
+      tok = hf_tokenizers.Tokenizer.from_str(text)
       tok.no_padding()      # saved settings of the HF side; pipelines window instead
       tok.no_truncation()
-      return cls(common.WordPiece(path, tokenizer=tok), path)
+      norm = json.loads(text).get("normalizer") or {}
+      if lowercase is None and norm.get("type") == "BertNormalizer":
+        lowercase = bool(norm.get("lowercase"))
+      return cls(common.WordPiece(path, tokenizer=tok), path, lowercase)
     if path.endswith(".model"):
       return cls(common.SentencePieceOffsets(tokenizers.SentencePieceTokenizer.load(path)),
                  path)

@@ -24,10 +24,11 @@ Optional layer-wise LR decay (`train.layerwise_lr_decay` < 1): the update of lay
 of `L` is scaled by `decay ** (L + 1 - l)` (embeddings l = 0, heads and pooler L + 1).
 
 Start from: an HF BERT directory (`init.checkpoint='hf:DIR'`: config.json,
-model.safetensors, vocab.txt), a bert_jax workdir (`'bert_jax:WORKDIR'`, pretraining
-or fine-tuned: the newest checkpoint's `params/bert` in either encoder layout, its
-tokenizer, and its model shape from its config.json), or random init (`''`). The
-task head is always freshly initialised.
+model.safetensors, vocab.txt; a task model's head is continued when its labels are
+the task's, else replaced by a new one, and the log says which), a bert_jax workdir
+(`'bert_jax:WORKDIR'`, pretraining or fine-tuned: the newest checkpoint's
+`params/bert` in either encoder layout, its tokenizer, and its model shape from its
+config.json), or random init (`''`). Other task heads are freshly initialised.
 
 This file is the job alone (config check, the order of things, the loop's wiring);
 each piece it puts together has one home:
@@ -113,6 +114,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     raise ValueError(f"config field data.task={task.name!r} has no training split; "
                      "data.task='mnli' trains on MNLI and predicts AX (AX.tsv)")
   train_examples = task.load(task.train_split)
+  keep_head = finetune_source.source_head(config, task)   # label names known: loaded
   train_features = task.featurize(train_examples, task.train_split)
   batches = EpochBatches(train_features, INPUT_KEYS + LABEL_KEYS[task.kind],
                          t.global_batch_size, config.seed)
@@ -142,6 +144,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     loaded = load_params()
     if loaded is None:
       return state
+    if not keep_head:
+      loaded.pop("classifier", None)
     params = finetune_source.merge_params(state.params, loaded)
     return state.replace(params=params, opt_state=jax.jit(
         job.tx.init, out_shardings=created.shardings.opt_state)(params))

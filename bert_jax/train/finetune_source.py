@@ -3,7 +3,9 @@
 `init.checkpoint` names the source:
 
     'hf:DIR'            an HF BERT directory: config.json (must agree with config field
-                        `model`), model.safetensors, vocab.txt
+                        `model`), model.safetensors | pytorch_model.bin, vocab.txt
+                        or tokenizer.json; any BERT class (BertModel,
+                        BertForPreTraining, BertForMaskedLM, a task model)
     'bert_jax:WORKDIR'  a bert_jax workdir, pretraining or fine-tuned: the newest
                         checkpoint's `params/bert` in either encoder layout, its
                         tokenizer (task.json, data.tokenizer_path or its SentencePiece
@@ -12,8 +14,9 @@
 
 `initial_weights_and_tokenizer` checks the source before anything is written and
 returns a loader the job calls for a fresh run only (never on resume);
-`merge_params` places the loaded encoder into the task model (its head is always
-freshly initialised). The job is `finetune.py`.
+`merge_params` places the loaded encoder into the task model. The task head is
+freshly initialised, except from an HF task model whose labels are the task's
+(`source_head`: the log says which). The job is `finetune.py`.
 """
 
 from __future__ import annotations
@@ -21,10 +24,11 @@ from __future__ import annotations
 import functools
 
 import ml_collections
+import numpy as np
 
 from bert_jax import convert, storage, workdir as workdir_lib
 from bert_jax.config import ModelConfig
-from bert_jax.convert import hf as hf_format
+from bert_jax.convert import hf as hf_format, hf_tasks
 from bert_jax.convert.common import read_json
 from bert_jax.data import tokenizers
 from bert_jax.data.tasks import common
@@ -50,13 +54,53 @@ def check_hf_dir(directory: str, model_cfg) -> ModelConfig:
 
 
 def load_hf_dir(directory: str, model_cfg) -> dict:
-  """{'bert': ...} from an HF directory; its config.json must agree with `model`."""
-  from safetensors.numpy import load_file
-  model_cfg = check_hf_dir(directory, model_cfg)
-  weights = storage.join(directory, hf_format.SAFETENSORS_FILE)
-  with storage.local_copy(weights) as local:   # safetensors reads a local file
-    params = convert.params_from_hf(load_file(local), model_cfg)
-  return {"bert": params["bert"]}
+  """{'bert': ...} from an HF directory (any BERT class: a task model's head comes as
+  'classifier' too); its config.json must agree with `model`."""
+  check_hf_dir(directory, model_cfg)
+  try:
+    params, _, _, _ = hf_format.read_hf_model(directory)
+  except convert.ConversionError as e:
+    raise ValueError(f"init.checkpoint=hf:{directory}: {e}") from None
+  return {k: v for k, v in params.items() if k in ("bert", "classifier")}
+
+
+def _generic_names(names) -> bool:
+  """transformers' default id2label ('LABEL_0', 'LABEL_1', ...): no names given."""
+  return list(names) == [f"LABEL_{i}" for i in range(len(names))]
+
+
+def source_head(config, task) -> bool:
+  """Whether a fresh run continues from the source model's task head, said in the log.
+
+  Only an HF task model (`init.checkpoint='hf:DIR'` of a BertFor...Classification /
+  ...QuestionAnswering) has one. It is continued when its labels are the task's: the
+  same kind ('classification', 'multilabel', 'regression', 'token', 'span'), as many
+  outputs, and the same label names in the same order (transformers' generic
+  `LABEL_i` names match any); else the task gets a new head.
+  """
+  kind, _, where = config.init.checkpoint.partition(":")
+  if kind != "hf":
+    return False
+  config_path = storage.join(where, hf_format.CONFIG_FILE)
+  d = read_json(config_path, ValueError, f"init.checkpoint=hf:{where}")
+  try:
+    src = hf_tasks.hf_task(d, config_path, hf_tasks.hf_architecture(d, config_path))
+  except convert.ConversionError as e:
+    raise ValueError(f"init.checkpoint=hf:{where}: {e}") from None
+  if src is None:
+    return False
+  names, theirs = list(task.label_names()), list(src["label_names"])
+  same = (src["kind"] == task.kind and src["num_labels"] == task.num_labels
+          and (names == theirs or _generic_names(theirs) or not names))
+  described = f"{src['architecture']} head ({src['kind']}, labels {theirs or src['num_labels']})"
+  if same:
+    log_lib.info("init.checkpoint=hf:%s: its %s fits task %s: a fresh run continues "
+                 "from that head", where, described, task.name)
+  else:
+    log_lib.info("init.checkpoint=hf:%s: its %s differs from task %s (%s, labels %s): "
+                 "the task gets a new head", where, described, task.name, task.kind,
+                 names or task.num_labels)
+  return same
 
 
 # Architecture fields an `init=bert_jax:WORKDIR` run takes from that workdir's config.
@@ -114,7 +158,17 @@ def source_tokenizer(workdir: str, d):
     lowercase = d.lowercase
   if path.endswith(".model"):
     return common.SentencePieceOffsets(tokenizers.SentencePieceTokenizer.load(path)), path
-  return common.WordPiece(path, lowercase), path
+  return common.wordpiece_file(path, lowercase), path
+
+
+def hf_tokenizer_file(directory: str) -> str:
+  """The tokenizer beside an HF model: vocab.txt, else tokenizer.json (transformers 5
+  saves only the latter)."""
+  for name in ("vocab.txt", "tokenizer.json"):
+    if (storage.path(directory) / name).is_file():
+      return storage.join(directory, name)
+  raise FileNotFoundError(f"init.checkpoint=hf:{directory} holds no tokenizer: expected "
+                          "vocab.txt or tokenizer.json (or set data.vocab_path)")
 
 
 def initial_weights_and_tokenizer(config):
@@ -130,8 +184,8 @@ def initial_weights_and_tokenizer(config):
   if kind == "hf":
     check_hf_dir(where, config.model)
     load_params = functools.partial(load_hf_dir, where, config.model)
-    path = d.vocab_path or storage.join(where, "vocab.txt")
-    tok = common.WordPiece(path, d.lowercase)
+    path = d.vocab_path or hf_tokenizer_file(where)
+    tok = common.wordpiece_file(path, d.lowercase)
   elif kind == "bert_jax":
     load_params = functools.partial(load_bert_jax_workdir, where)
     if not d.vocab_path:
@@ -152,7 +206,22 @@ def initial_weights_and_tokenizer(config):
 
 def merge_params(init: dict, loaded: dict | None) -> dict:
   """`init` with its encoder (and pooler, when present) taken from `loaded`, in either
-  layout; the `load` rules of `bert_jax/models/params.py` decide, shapes must agree."""
+  layout; the `load` rules of `bert_jax/models/params.py` decide, shapes must agree.
+  A head in `loaded` ('classifier', kept by `source_head`) replaces the new one."""
   if loaded is None:
     return init
-  return params_lib.merge_pretrained(init, loaded, "init.checkpoint")
+  merged = params_lib.merge_pretrained(init, loaded, "init.checkpoint")
+  if "classifier" in loaded:
+    import jax
+    import jax.numpy as jnp
+    head = {}
+    for name, leaf in init["classifier"].items():
+      value = loaded["classifier"][name]
+      if tuple(np.shape(value)) != tuple(leaf.shape):
+        raise ValueError(f"classifier/{name}: init.checkpoint shape "
+                         f"{tuple(np.shape(value))}, model {tuple(leaf.shape)}")
+      value = jnp.asarray(value, leaf.dtype)
+      head[name] = (jax.device_put(value, leaf.sharding) if hasattr(leaf, "sharding")
+                    else value)
+    merged["classifier"] = head
+  return merged

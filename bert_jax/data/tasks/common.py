@@ -93,6 +93,20 @@ class WordPiece:
     return enc.ids, [int(w) for w in enc.word_ids]
 
 
+def wordpiece_file(path: str, lowercase: bool = True) -> WordPiece:
+  """A `WordPiece` from a `vocab.txt` or an HF `tokenizer.json` (whose own normalizer
+  decides lowercasing; what transformers 5 saves beside a model, without vocab.txt)."""
+  if not path.endswith(".json"):
+    return WordPiece(path, lowercase)
+  import tokenizers
+  if not storage.path(path).is_file():
+    raise FileNotFoundError(f"no such tokenizer file {path}")
+  tok = tokenizers.Tokenizer.from_str(storage.path(path).read_text(encoding="utf-8"))
+  tok.no_padding()      # the saved settings of the HF side; featurizers window instead
+  tok.no_truncation()
+  return WordPiece(path, tokenizer=tok)
+
+
 def pack(first: Sequence[int], second: Sequence[int] | None, tok, max_seq_length: int
          ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
   """[CLS] first [SEP] (second [SEP]) padded: ids, types, mask, offset of `second`."""
