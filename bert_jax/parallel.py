@@ -78,7 +78,16 @@ def create_mesh(mesh_cfg, devices: Sequence[jax.Device] | None = None) -> Mesh:
   if len(shape) != len(axes):
     raise ValueError(f"config fields mesh.shape={shape} and mesh.axes={axes} differ in length")
   auto = (jax.sharding.AxisType.Auto,) * len(axes)
-  return jax.make_mesh(shape, axes, axis_types=auto, devices=devices)
+  try:
+    return jax.make_mesh(shape, axes, axis_types=auto, devices=devices)
+  except NotImplementedError:
+    # A TPU slice's physical mesh (v4-128: 4x4x4) cannot give an axis that is not a
+    # product of whole physical axes (fsdp_tp's 2-way tensor axis): split a physical
+    # axis instead, as MaxText's `allow_split_physical_axes`. The tensor axis then
+    # rides half a ring, still neighbouring chips.
+    from jax.experimental import mesh_utils
+    grid = mesh_utils.create_device_mesh(shape, devices, allow_split_physical_axes=True)
+    return Mesh(grid, axes, axis_types=auto)
 
 
 def data_axes(mesh: Mesh) -> tuple[str, ...]:

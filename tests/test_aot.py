@@ -31,6 +31,16 @@ def test_accelerator_types_become_topology_names():
   assert len(devices) == 8 and devices[0].device_kind == "TPU v4"
 
 
+def test_every_mesh_preset_maps_onto_a_3d_slice():
+  """v4-128's 4x4x4 chips: fsdp_tp's 2-way tensor axis splits a physical axis."""
+  devices = aot.topology_devices("v4-128")
+  for preset in ("dp", "fsdp", "fsdp_tp"):
+    c = pretrain.get_config(f"tiny,mesh={preset}")
+    mesh = parallel.create_mesh(c.mesh, devices)
+    assert mesh.devices.size == 64 and len({d.id for d in mesh.devices.flat}) == 64
+  assert dict(mesh.shape)["tensor"] == 2
+
+
 def tiny(**fields):
   c = pretrain.get_config("mini,vocab=4096,seq=128,batch=32,steps=5000,mesh=fsdp")
   c.model.dtype = "bfloat16"
