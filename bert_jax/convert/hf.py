@@ -23,8 +23,6 @@ with the tied decoder written out). Layout differences: torch Linear weights are
 
 from __future__ import annotations
 
-import json
-import os
 import re
 from typing import Any, Mapping
 

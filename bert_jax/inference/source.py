@@ -22,7 +22,6 @@ import dataclasses
 from typing import Any
 
 from bert_jax import storage, workdir as workdir_lib
-from bert_jax.workdir import TASK_FILE
 
 TASK_KINDS = ("classification", "regression", "multilabel", "span", "token")
 
