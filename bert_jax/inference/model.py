@@ -86,7 +86,7 @@ class Model:
     if self.kind == "pretraining":
       raise ModelError(
           f"{pipeline} needs a fine-tuned {'/'.join(kinds)} model, but "
-          f"{self.source.describe()} has no task head (no {source_lib.TASK_FILE}); "
+          f"{self.source.describe()} has no task head (no {workdir_lib.TASK_FILE}); "
           "fine-tune it first (python -m bert_jax.main --config=configs/finetune_glue.py"
           f":init={_INIT_PREFIX.get(self.source.kind, 'hf')}:{self.source.path} ...)")
     raise ModelError(f"{pipeline} needs a {'/'.join(kinds)} model, but "
