@@ -48,7 +48,7 @@ _ACT_TO_HF = {"gelu": "gelu", "gelu_new": "gelu_new", "gelu_tanh": "gelu_pytorch
               "gelu_pytorch_tanh": "gelu_pytorch_tanh", "relu": "relu"}
 
 # config.json field -> model config field (Google's bert_config.json uses the same).
-_CONFIG_FIELDS = {"vocab_size": "vocab_size", "hidden_size": "hidden_size",
+CONFIG_FIELDS = {"vocab_size": "vocab_size", "hidden_size": "hidden_size",
                   "num_hidden_layers": "num_layers", "num_attention_heads": "num_heads",
                   "intermediate_size": "intermediate_size",
                   "max_position_embeddings": "max_position_embeddings",
@@ -72,7 +72,7 @@ def model_config_from_json(d: Mapping[str, Any], where: str,
   `gelu`: what hidden_act 'gelu' means in this file: 'gelu' (erf) for HF, 'gelu_new'
   (tanh approximation) for Google's bert_config.json, whose modeling.py computes it so.
   """
-  missing = [k for k in _CONFIG_FIELDS if k not in d]
+  missing = [k for k in CONFIG_FIELDS if k not in d]
   if missing:
     raise ConversionError(f"{where} lacks the fields {missing}")
   act = d.get("hidden_act", "gelu")
@@ -83,7 +83,7 @@ def model_config_from_json(d: Mapping[str, Any], where: str,
   if position != "absolute":
     raise ConversionError(f"{where} field position_embedding_type={position!r}: bert_jax "
                           "has absolute position embeddings only")
-  fields = {ours: d[theirs] for theirs, ours in {**_CONFIG_FIELDS,
+  fields = {ours: d[theirs] for theirs, ours in {**CONFIG_FIELDS,
                                                   **_OPTIONAL_FIELDS}.items() if theirs in d}
   fields["hidden_act"] = gelu if act == "gelu" else _ACT_FROM_HF[act]
   fields["tie_word_embeddings"] = bool(d.get("tie_word_embeddings", True))
@@ -104,7 +104,7 @@ def check_exportable(cfg) -> None:
 def config_json(cfg, architectures=("BertForPreTraining",)) -> dict:
   """A `ModelConfig` -> an HF config.json dict (`transformers.BertConfig`)."""
   check_exportable(cfg)
-  out = {theirs: getattr(cfg, ours) for theirs, ours in {**_CONFIG_FIELDS,
+  out = {theirs: getattr(cfg, ours) for theirs, ours in {**CONFIG_FIELDS,
                                                 **_OPTIONAL_FIELDS}.items()}
   out.update(architectures=list(architectures), model_type="bert",
              hidden_act=_ACT_TO_HF[cfg.hidden_act], pad_token_id=0,

@@ -40,14 +40,10 @@ from bert_jax.train import logging as log_lib
 def check_hf_dir(directory: str, model_cfg) -> ModelConfig:
   """The HF directory's config.json must agree with config field `model`."""
   hf = storage.read_json(storage.join(directory, hf_format.CONFIG_FILE))
-  pairs = {"vocab_size": "vocab_size", "hidden_size": "hidden_size",
-           "num_layers": "num_hidden_layers", "num_heads": "num_attention_heads",
-           "intermediate_size": "intermediate_size",
-           "max_position_embeddings": "max_position_embeddings",
-           "type_vocab_size": "type_vocab_size"}
   model_cfg = ModelConfig.from_config(model_cfg)
   bad = [f"model.{k}={getattr(model_cfg, k)} but {hf[v]} in config.json"
-         for k, v in pairs.items() if v in hf and getattr(model_cfg, k) != hf[v]]
+         for v, k in hf_format.CONFIG_FIELDS.items()
+         if v in hf and getattr(model_cfg, k) != hf[v]]
   if bad:
     raise ValueError(f"init.checkpoint=hf:{directory}: " + "; ".join(bad))
   return model_cfg
