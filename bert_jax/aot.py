@@ -32,8 +32,13 @@ microbatch (a step without a loop is its own figure), extrapolated linearly in d
 when the microbatch is large). XLA's cost model gives a Pallas kernel (splash
 attention's custom call) no cost at all, so with `model.attention_impl=splash` its
 attention FLOPs are added at the chip's peak (`kernel_cost`: a lower bound). And
-libtpu's cost model gives its `ConcatBitcast` custom calls -1 s each (seen with libtpu
-0.0.42.1), which is added back; a sum still below zero is reported as n/a.
+libtpu's cost model gives each of its `ConcatBitcast` and `X64Combine` / `X64SplitHigh`
+/ `X64SplitLow` custom calls (the last three come with `rbg` dropout keys) -1 s (seen
+with libtpu 0.0.42.1: the total is minus their count plus a few ms), which is added
+back; a sum still below zero is reported as n/a. (With `rbg` dropout the cost model is
+not linear in depth, 0.40 / 0.54 / 0.68 / 0.67 ms for 1-4 layers of a tiny BERT on a
+v5e-4, against threefry's 0.41 / 0.55 / 0.69 / 0.84: there the extrapolation from 1
+and 2 layers gives 0.81 ms for 4, 21% above the whole step's own figure.)
 
 A config that does not fit stops with one line `error: ...` naming the figure and the
 fields to change (`train.global_batch_size`, `mesh.shape`, `model.remat_policy`,
@@ -73,10 +78,13 @@ CHANGE_TO_FIT = ("lower train.global_batch_size, split more over mesh.shape "
 
 def set_compile_only_env(environ: MutableMapping[str, str] | None = None) -> None:
   """COMPILE_ONLY_ENV into `environ` (default os.environ) where not set already; must
-  run before libtpu loads."""
+  run before libtpu loads. With the flags a TPU job runs with (parallel.LIBTPU_FLAGS),
+  so that the compiled program is the job's."""
+  from bert_jax import parallel
   environ = os.environ if environ is None else environ
   for key, value in COMPILE_ONLY_ENV.items():
     environ.setdefault(key, value)
+  parallel.set_libtpu_flags(environ)
 
 
 def _grid(chips: int, dims: int) -> str:
@@ -179,6 +187,11 @@ def compile_step(config, mesh, num_train_steps: int = 1000):
     raise
 
 
+# libtpu's custom calls its cost model gives -1 s each (module docstring).
+UNCOSTED_CUSTOM_CALLS = frozenset({"ConcatBitcast", "X64Combine", "X64SplitHigh",
+                                   "X64SplitLow"})
+
+
 @dataclasses.dataclass(frozen=True)
 class XlaCost:
   """XLA's cost analysis of one executable, per chip."""
@@ -194,12 +207,13 @@ class XlaCost:
 
 
 def xla_cost(compiled) -> XlaCost:
-  """flops, bytes accessed and optimal_seconds, with libtpu's -1 s per ConcatBitcast
-  custom call added back (module docstring)."""
+  """flops, bytes accessed and optimal_seconds, with libtpu's -1 s per custom call of
+  `UNCOSTED_CUSTOM_CALLS` added back (module docstring)."""
   analysis = compiled.cost_analysis()
   analysis = analysis[0] if isinstance(analysis, (list, tuple)) else analysis
   seconds = float(analysis.get("optimal_seconds", math.nan))
-  seconds += len(re.findall(r'custom_call_target="ConcatBitcast"', compiled.as_text()))
+  seconds += sum(target in UNCOSTED_CUSTOM_CALLS for target in
+                 re.findall(r'custom_call_target="([^"]+)"', compiled.as_text()))
   return XlaCost(float(analysis.get("flops", math.nan)),
                  float(analysis.get("bytes accessed", math.nan)),
                  seconds if seconds >= 0 else math.nan)

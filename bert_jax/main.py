@@ -32,6 +32,7 @@ def main(argv):
   import jax
   from bert_jax import parallel
   jax.config.update("jax_threefry_partitionable", True)
+  parallel.set_libtpu_flags()
   # Before anything touches devices: joins the other processes of a multi-host run.
   parallel.initialize_distributed(FLAGS.config.get("distributed"))
   # Libraries (orbax above all) log every file operation at INFO; keep warnings only.

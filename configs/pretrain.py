@@ -95,7 +95,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   t.adam_b2 = 0.999
   t.adam_eps = 1e-6
   t.max_grad_norm = 1.0           # global-norm clipping
-  t.dropout_prng_impl = "threefry2x32"  # dropout random bits: threefry2x32 (jax default) | rbg | unsafe_rbg (XLA RngBitGenerator; no faster on CPU, see docs/benchmarks.md)
+  t.dropout_prng_impl = "auto"  # dropout random bits: auto (rbg on TPU, threefry2x32 elsewhere) | threefry2x32 | rbg | unsafe_rbg (train/pretrain_steps.resolve_prng_impl)
   t.log_every_steps = 50
   t.eval_every_steps = 400
   t.eval_batches = 20             # batches of held-out data per evaluation (0 = all)

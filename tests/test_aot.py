@@ -59,6 +59,22 @@ def unrolled():
   return whole, mesh, compiled, aot.xla_cost(compiled)
 
 
+def test_tpu_dropout_bits_come_from_the_partitioned_rng_bit_generator():
+  """train.dropout_prng_impl=auto is rbg on TPU: the step draws its dropout bits with
+  XLA's RngBitGenerator under the flag MaxText sets (each chip its own shard), and the
+  cost model's -1 s per X64/ConcatBitcast custom call is added back to a figure in
+  milliseconds."""
+  c = tiny(**{"model.hidden_dropout_prob": 0.1})
+  assert c.train.dropout_prng_impl == "auto"
+  compiled = aot.compile_step(c, parallel.create_mesh(c.mesh, aot.topology_devices(V5E_4)))
+  assert " rng-bit-generator(" in compiled.as_text()  # (threefry only folds in the step)
+  assert "--xla_tpu_spmd_rng_bit_generator_unsafe=true" in os.environ["LIBTPU_INIT_ARGS"]
+  raw = compiled.cost_analysis()
+  raw = raw[0] if isinstance(raw, (list, tuple)) else raw
+  assert raw["optimal_seconds"] < -5             # the uncorrected figure is meaningless
+  assert 1e-5 < aot.xla_cost(compiled).optimal_seconds < 0.1
+
+
 @pytest.mark.parametrize("accum", [1, 2])
 def test_cost_of_the_scanned_step_is_the_unrolled_steps(accum, unrolled):
   """XLA counts a while body once: the 1-and-2-layer extrapolation must give what

@@ -267,6 +267,17 @@ def test_mesh_presets_and_remat_policy_names():
     ModelConfig.from_config(c)
 
 
+def test_libtpu_flags_are_appended_and_a_users_value_wins():
+  env = {}
+  parallel.set_libtpu_flags(env)
+  assert env["LIBTPU_INIT_ARGS"] == "--xla_tpu_spmd_rng_bit_generator_unsafe=true"
+  parallel.set_libtpu_flags(env)   # idempotent
+  assert env["LIBTPU_INIT_ARGS"] == "--xla_tpu_spmd_rng_bit_generator_unsafe=true"
+  env = {"LIBTPU_INIT_ARGS": "--xla_tpu_spmd_rng_bit_generator_unsafe=false --foo=1"}
+  parallel.set_libtpu_flags(env)
+  assert env["LIBTPU_INIT_ARGS"] == "--xla_tpu_spmd_rng_bit_generator_unsafe=false --foo=1"
+
+
 def test_distributed_initialize_only_when_asked():
   cfg = common.distributed_config()
   assert parallel.initialize_distributed(cfg, environ={}) is False       # auto, no cluster

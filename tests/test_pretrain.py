@@ -253,6 +253,17 @@ def test_dropout_prng_impl_drops_the_configured_share(impl):
     pretrain_steps.dropout_key(0, "philox")
 
 
+def test_auto_dropout_prng_is_rbg_on_tpu_only():
+  """`auto` (the default) keeps CPU and GPU runs on threefry, bitwise the key they had."""
+  import jax
+  assert pretrain_config.get_config("tiny").train.dropout_prng_impl == "auto"
+  assert [pretrain_steps.resolve_prng_impl("auto", p) for p in ("cpu", "gpu", "tpu")] == [
+      "threefry2x32", "threefry2x32", "rbg"]
+  assert pretrain_steps.resolve_prng_impl("unsafe_rbg", "cpu") == "unsafe_rbg"
+  np.testing.assert_array_equal(pretrain_steps.dropout_key(3, "auto", "cpu"),
+                                jax.random.split(jax.random.PRNGKey(3))[1])
+
+
 def test_finished_run_keeps_its_figures_and_config(corpus_file, tmp_path, capsys):
   """Rerunning a finished command prints the stored figures and writes nothing; a
   rerun that fails validation or changes a setting leaves config.json as it was."""

@@ -1,8 +1,10 @@
 """Every paper recipe builds and compiles one train step at its full size, abstractly
 (ShapeDtypeStructs: nothing allocated): the pretraining recipes for the pod slice each
-declares (TOPOLOGY), with libtpu's compile-only devices, and checked to fit its HBM
-with BERT_JAX_RECIPES_ON_TPU=1 (else on CPU): both phases of BERT-base/large and of LAMB, two of
-the 24 small BERTs; the GLUE/SQuAD fine-tuning steps on CPU. And LAMB's update against its definition (You et al. 2019, Algorithm 2) in NumPy.
+declares (TOPOLOGY) with libtpu's compile-only devices, checked to fit its HBM by
+libtpu's own compiler (without libtpu, on this CPU: shapes only): both phases of
+BERT-base/large and of LAMB, the smallest and the largest of the 24 small BERTs; the
+GLUE/SQuAD fine-tuning steps on CPU. And LAMB's update against its definition (You et
+al. 2019, Algorithm 2) in NumPy.
 """
 import importlib.util
 import os
@@ -19,10 +21,9 @@ from experiments.recipes import bert_pretrain, lamb_pretrain, small_berts
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-# Compiling the recipes for their pod slices (up to 128 chips) takes ~18 min on CI's 2
-# cores, past the suite's budget: on demand with BERT_JAX_RECIPES_ON_TPU=1 (and libtpu).
-ON_TPU = (importlib.util.find_spec("libtpu") is not None
-          and os.environ.get("BERT_JAX_RECIPES_ON_TPU") == "1")
+# The eight TPU compiles take ~3 min of one core (15-30 s each with the recipes' `rbg`
+# dropout bits on TPU; threefry's took 55-90 s for BERT-base, train/pretrain_steps.py).
+ON_TPU = importlib.util.find_spec("libtpu") is not None
 
 
 def lower_pretraining(config):
@@ -70,18 +71,20 @@ def test_lamb_recipe_at_full_size(phase):
   compile_where_it_runs(c, lamb_pretrain.TOPOLOGY)
 
 
-def test_the_24_small_berts_build_and_the_extremes_compile():
-  """All 24 sizes build; the smallest and the widest-but-shallow compile (the scanned
-  step is the same program for every depth, so compiling all 24 would test nothing
-  more)."""
+@pytest.mark.parametrize("size,phase", [("L=2,H=128", 1), ("L=12,H=768", 2)])
+def test_the_24_small_berts_build_and_the_extremes_compile(size, phase):
+  """All 24 sizes build; the smallest (phase 1) and the largest at length 512 (phase 2:
+  the most memory, which needs the recipe's `dots` remat on a v5e's 16 GiB) compile for
+  the recipe's v5e-8 and fit (the scanned step is the same program for every depth, so
+  compiling all 24 would test nothing more)."""
   assert len(small_berts.SIZES) == 24
   for (layers, hidden) in small_berts.SIZES:
     c = small_berts.get_config(f"L={layers},H={hidden}")
     m = c.model
     assert (m.num_layers, m.hidden_size, m.num_heads, m.intermediate_size) == (
         layers, hidden, hidden // 64, 4 * hidden)
-  for arg in ("L=2,H=128", "L=2,H=768"):
-    compile_where_it_runs(small_berts.get_config(arg), small_berts.TOPOLOGY)
+  c = small_berts.get_config(size)
+  compile_where_it_runs(c if phase == 1 else phase2(c), small_berts.TOPOLOGY)
 
 
 def lower_finetuning(config, kind, num_labels):

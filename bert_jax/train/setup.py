@@ -91,11 +91,13 @@ def _build(model_config, model, tx, schedule, step_fn, batch_shapes, config, mes
            allocate: bool) -> JobSetup:
   seq = config.data.max_seq_length
   dummy = (np.zeros((1, seq), np.int32),) * 3
-  impl = config.train.get("dropout_prng_impl", "threefry2x32")
+  make_dropout_key = functools.partial(
+      pretrain_steps.dropout_key, config.seed, config.train.get("dropout_prng_impl", "auto"),
+      mesh.devices.flat[0].platform)
   created = None
   if allocate:
     created = trainer.create_state(model, tx, dummy, config.seed, mesh, rules,
-                                   dropout_rng=pretrain_steps.dropout_key(config.seed, impl))
+                                   dropout_rng=make_dropout_key())
     shardings, abstract_state = created.shardings, created.abstract_state
     dropout_rng = created.dropout_rng
   else:
@@ -103,8 +105,7 @@ def _build(model_config, model, tx, schedule, step_fn, batch_shapes, config, mes
     shardings = state_lib.state_shardings(model, tx, dummy, init_rng, mesh, rules)
     abstract_state = functools.partial(state_lib.abstract_state, shardings, model, tx,
                                        dummy, init_rng)
-    dropout_rng = jax.eval_shape(functools.partial(pretrain_steps.dropout_key,
-                                                   config.seed, impl))
+    dropout_rng = jax.eval_shape(make_dropout_key)
   return JobSetup(model_config, model, tx, schedule, mesh, rules, shardings,
                   abstract_state, trainer.jit_train_step(step_fn, shardings, mesh),
                   dropout_rng, batch_shapes, created)

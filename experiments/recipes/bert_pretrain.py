@@ -15,7 +15,8 @@ GELU, uncased WordPiece vocabulary of 30,522.
 
 The pod slice each size is meant for (TOPOLOGY): the paper trained BERT-base on 4 Cloud
 TPUs (16 chips) and BERT-large on 16 (64 chips); here the v4 slices of as many chips,
-v4-32 and v4-128 (`BERT_JAX_RECIPES_ON_TPU=1 pytest tests/test_recipes.py` compiles both phases there and checks they fit).
+v4-32 and v4-128 (tests/test_recipes.py compiles both phases there and checks they
+fit; docs/benchmarks.md has the figures).
 
 Paper figures (the released checkpoints fine-tuned): see experiments/sweeps/glue.py and
 squad.py. The sizes are configs/common.py SIZES; layers are scanned (flat compile time).
