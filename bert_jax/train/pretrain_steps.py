@@ -74,8 +74,9 @@ def resolve_prng_impl(impl: str, platform: str) -> str:
 
   On TPU, threefry's bits are hashed on the vector units inside the fusions that apply
   dropout, and XLA's TPU backend compiles those fusions slowly (measured with libtpu
-  0.0.42.1: BERT-base's step for a v4-32 compiles in 56 s with threefry, 17 s with
-  `rbg`, the same memory; docs/benchmarks.md); `rbg` draws them with the chip's
+  0.0.42.1: BERT-base's step for a v4-32 compiles in 55 s with threefry, 17 s with
+  `rbg`, and with parallel.LIBTPU_FLAGS its length-512 phase needs 13.4 instead of
+  18.4 GiB per chip; docs/benchmarks.md); `rbg` draws them with the chip's
   RngBitGenerator, as t5x's hardware-RNG option and MaxText do. Its bits are
   deterministic for a fixed mesh (a resume is bitwise), not across meshes. On CPU and
   GPU threefry stays, so those runs are bitwise what they were (`rbg` is no faster on
