@@ -44,6 +44,7 @@ def check_pretrain_config(c) -> None:
   _require(0.0 < d.eval_fraction < 1.0, "data.eval_fraction", d.eval_fraction,
            "a fraction in (0, 1)")
   _require(bool(d.corpus), "data.corpus", d.corpus, "'embedded' or a file glob")
+  check_packing(d)
   _require(t.global_batch_size >= 1, "train.global_batch_size", t.global_batch_size, ">= 1")
   _require(t.num_train_steps >= 1, "train.num_train_steps", t.num_train_steps, ">= 1")
   _require(0 <= t.warmup_steps <= t.num_train_steps, "train.warmup_steps", t.warmup_steps,
@@ -55,6 +56,17 @@ def check_pretrain_config(c) -> None:
     _require(t[name] >= 1, f"train.{name}", t[name], ">= 1")
   _require(t.checkpoint_best_mode in ("max", "min"), "train.checkpoint_best_mode",
            t.checkpoint_best_mode, "'max' or 'min'")
+
+
+def check_packing(d) -> None:
+  """`data.packing` is a bool, and only with the MLM-only objective: the NSP/SOP head
+  reads a row's first [CLS], which in a packed row is one example's of several."""
+  packing = d.get("packing", False)
+  _require(isinstance(packing, bool), "data.packing", packing, "True or False")
+  _require(not (packing and d.objective in ("nsp", "sop")), "data.packing", packing,
+           f"data.objective='none' (found data.objective={d.objective!r}): the NSP/SOP "
+           "head reads only a packed row's first [CLS]; set data.objective='none' or "
+           "data.packing=False")
 
 
 def prepare_workdir(workdir: str) -> str:

@@ -57,6 +57,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   d.corpus = "embedded"           # 'embedded' (CPython docs), file globs (BERT text / .jsonl), comma-separated, or 'tfds:NAME[:SPLIT]'
   d.on_bad_utf8 = "error"         # error | skip (skipped lines are counted and logged)
   d.objective = "nsp"             # nsp (BERT) | sop (ALBERT sentence order) | none (RoBERTa full-sentence packing)
+  # Pack each process's masked examples of a batch into as many rows (segment ids +
+  # restarting positions; bert_jax/data/packing.py). MLM only: needs objective='none'.
+  # The window is one batch and every row still runs: no compute saved by itself.
+  d.packing = False
   # File-backed path: examples prepared by `python -m bert_jax.data.prepare` (tokenizer,
   # objective, lengths and masking are the prepared directory's; its manifest says which).
   d.prepared_dir = ""             # '' = build in memory from data.corpus

@@ -24,6 +24,12 @@ Masking is dynamic unless the directory was prepared with static masks: position
 ``g`` is masked by ``masking.apply_masking`` with randomness seeded by ``(seed, g)``,
 so it differs between epochs and not between process counts.
 
+With ``pack=True`` (config field ``data.packing``) each process then packs its own
+masked rows of the batch into as many rows (``packing.pack_batch``: segment ids in
+``attention_mask``, ``position_ids`` added, MLM positions shifted to the row, left-over
+rows all padding), so the global batch is still built from process-local rows of
+static shape. The packing window is that one batch (``packing.py`` says what it saves).
+
 ``state()`` is ``{'batch': k, 'seed', 'num_examples', 'global_batch_size'}``, the next
 global batch and what it must be restored into, and ``restore(state)`` resumes
 there: JSON, saved with each checkpoint. Iterating from batch ``k`` builds the dataset
@@ -40,7 +46,7 @@ import grain
 import numpy as np
 
 from bert_jax import storage
-from bert_jax.data import masking, prepare, records
+from bert_jax.data import masking, packing, prepare, records
 
 Batch = dict[str, np.ndarray]
 BATCH_KEYS = ("input_ids", "token_type_ids", "attention_mask", "masked_lm_positions",
@@ -217,6 +223,7 @@ class GrainPretrainingLoader:
       prefetch_threads: int = 2,
       prefetch_buffer_size: int = 8,
       worker_count: int = 0,
+      pack: bool = False,
   ):
     """Args:
       prepared: the examples: a ``PreparedSplit``, an ``InMemoryExamples`` or the
@@ -232,6 +239,7 @@ class GrainPretrainingLoader:
       worker_count: > 0 prefetches in that many grain worker processes instead
         (``mp_prefetch``; needs absl flags parsed, as in ``main.py``; same batches
         as threads, checked by hand, not in the tests).
+      pack: pack this process's masked rows of each batch (module docstring).
     """
     if isinstance(prepared, dict):
       prepared = InMemoryExamples(prepared)
@@ -266,6 +274,7 @@ class GrainPretrainingLoader:
     self._read_options = grain.ReadOptions(num_threads=prefetch_threads,
                                            prefetch_buffer_size=prefetch_buffer_size)
     self._worker_count = worker_count
+    self._pack = pack
     self._batch = 0
 
   # -- position -----------------------------------------------------------------
@@ -305,7 +314,7 @@ class GrainPretrainingLoader:
     return np.arange(start, start + self._per_host, dtype=np.int64)
 
   def get_batch(self, batch: int) -> Batch:
-    """This process's rows of global batch ``batch``, decoded and masked."""
+    """This process's rows of global batch ``batch``, decoded, masked (and packed)."""
     positions = self.positions(batch)
     out = dict(self._prepared.read(permute(positions, self._n, self._seed, self._shuffle)))
     if not self._prepared.static_predictions:
@@ -313,7 +322,8 @@ class GrainPretrainingLoader:
           out["input_ids"], out["attention_mask"],
           masking.example_seeds(self._seed, 0, positions), self._mask_kwargs,
           self._special))
-    return {key: out[key] for key in BATCH_KEYS}
+    out = {key: out[key] for key in BATCH_KEYS}
+    return packing.pack_batch(out, self._max_predictions) if self._pack else out
 
   def _dataset(self, start: int):
     stop = _MAX_BATCHES if self._repeat else self.batches_per_epoch

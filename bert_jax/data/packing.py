@@ -24,6 +24,15 @@ logits and loss).
 Packing suits the MLM-only objective (`data.objective='none'`): the NSP/SOP head reads
 the row's first [CLS] only, so `segment_starts` is returned for a per-segment
 sentence-pair head but no such head exists yet.
+
+`pack_batch` is what pretraining uses (`data.packing=True`, `grain_loader`): one
+process's masked examples of one batch packed into as many rows as it had examples,
+so shapes stay static and the processes pack their own rows independently. Its limits,
+stated plainly: the window is that one batch, and the step still runs every row (the
+rows left over are all padding with weight 0), so by itself it saves no compute per
+step; it only moves short examples together. With `data.objective='none'` the rows
+are already full (RoBERTa FULL-SENTENCES), so nothing moves at all. Compute is saved
+only once a step reads more short examples than it has rows, which is not built.
 """
 
 from __future__ import annotations
@@ -126,4 +135,34 @@ def pack_examples(examples: dict[str, np.ndarray], max_seq_length: int | None = 
         out["masked_lm_weights"][r, slot:slot + p] = weights[i][keep]
         slot += p
       start += n
+  return out
+
+
+ROW_KEYS = ("input_ids", "token_type_ids", "attention_mask", "position_ids")
+
+
+def pack_batch(batch: dict[str, np.ndarray], max_predictions: int | None = None
+               ) -> dict[str, np.ndarray]:
+  """One batch of masked examples [B, ...] packed into B rows (module docstring).
+
+  Args:
+    batch: a loader batch: `input_ids`, `token_type_ids`, `attention_mask` [B, L],
+      `masked_lm_*` [B, P], `next_sentence_label` [B].
+    max_predictions: prediction slots per row (default: P).
+
+  Returns:
+    The same keys with the same shapes, plus `position_ids` [B, L]: the packed rows
+    first, then rows of padding (mask 0, MLM weight 0); `next_sentence_label` is 0
+    (a packed row is no sentence pair: the caller refuses NSP/SOP with packing).
+  """
+  rows = len(batch["input_ids"])
+  length = batch["input_ids"].shape[1]
+  # A segment holds at least one token, so `length` segments never bind.
+  packed = pack_examples(batch, max_predictions=max_predictions, max_segments=length)
+
+  def pad(x):
+    return np.concatenate([x, np.zeros((rows - len(x),) + x.shape[1:], x.dtype)])
+
+  out = {k: pad(packed[k]) for k in ROW_KEYS + MLM_KEYS}
+  out["next_sentence_label"] = np.zeros(rows, np.int32)
   return out

@@ -155,7 +155,7 @@ def _num_examples(examples) -> int:
 def make_loader(examples, data: PretrainingData, config, *, seed: int, shuffle: bool,
                 repeat: bool):
   """The grain loader over in-memory examples (dict of arrays), a prepared split, or
-  phases of prepared splits."""
+  phases of prepared splits; `data.packing` packs each batch's rows (`packing.py`)."""
   d = config.data
 
   def loader(split, max_predictions):
@@ -168,7 +168,8 @@ def make_loader(examples, data: PretrainingData, config, *, seed: int, shuffle: 
             max_predictions_per_seq=max_predictions,
             whole_word_masking=d.whole_word_masking, masking_budget=d.masking_budget,
             mask_unk=d.mask_unk, random_replacement=d.random_replacement,
-            whole_word_segmenter=d.whole_word_segmenter))
+            whole_word_segmenter=d.whole_word_segmenter),
+        pack=d.get("packing", False))
 
   if isinstance(examples, grain_loader.PhasedSplits):
     return grain_loader.PhasedLoader([(p.start_step, loader(p.split, p.max_predictions))

@@ -3,6 +3,7 @@
 `train_step` differentiates the MLM (+ NSP/SOP) loss, accumulating over
 `grad_accum_steps` microbatches (`grad_accum.accumulate`), and applies the optimizer;
 `eval_step` returns metric sums. `bert_jax/train/setup.py` jits them for a mesh.
+A packed batch (`data.packing`) carries `position_ids`, which both pass to the model.
 """
 
 from __future__ import annotations
@@ -12,6 +13,13 @@ import jax.numpy as jnp
 import optax
 
 from bert_jax.train import grad_accum, losses
+
+
+def _apply(apply_fn, params, batch, **kwargs):
+  """The model on `batch`, with its `position_ids` when it has them (packed rows)."""
+  return apply_fn({"params": params}, batch["input_ids"], batch["token_type_ids"],
+                  batch["attention_mask"], masked_lm_positions=batch["masked_lm_positions"],
+                  position_ids=batch.get("position_ids"), **kwargs)
 
 
 def grads_and_sums(apply_fn, params, batch, rng, grad_accum_steps: int = 1,
@@ -29,9 +37,7 @@ def grads_and_sums(apply_fn, params, batch, rng, grad_accum_steps: int = 1,
 
   def one(params, mb, rng):
     def loss_fn(params):
-      out = apply_fn({"params": params}, mb["input_ids"], mb["token_type_ids"],
-                     mb["attention_mask"], masked_lm_positions=mb["masked_lm_positions"],
-                     deterministic=False, rngs={"dropout": rng})
+      out = _apply(apply_fn, params, mb, deterministic=False, rngs={"dropout": rng})
       sums = losses.pretraining_sums(out, mb)
       loss = sums["mlm_loss_sum"] / mlm_weight + nsp_scale * sums["nsp_loss_sum"] / nsp_count
       return loss, sums
@@ -56,10 +62,7 @@ def train_step(state, batch, rng, *, schedule, grad_accum_steps: int = 1,
 
 def eval_step(state, batch, *, baseline_token: int):
   """Metric sums on one batch, plus the hits of always predicting `baseline_token`."""
-  out = state.apply_fn({"params": state.params}, batch["input_ids"],
-                       batch["token_type_ids"], batch["attention_mask"],
-                       masked_lm_positions=batch["masked_lm_positions"],
-                       deterministic=True)
+  out = _apply(state.apply_fn, state.params, batch, deterministic=True)
   sums = losses.pretraining_sums(out, batch)
   sums["baseline_correct"] = jnp.sum(
       (batch["masked_lm_ids"] == baseline_token) * batch["masked_lm_weights"])

@@ -112,13 +112,18 @@ def _build(model_config, model, tx, schedule, step_fn, batch_shapes, config, mes
 
 
 def pretraining_batch_shapes(config) -> dict[str, tuple[tuple[int, ...], Any]]:
-  """One global pretraining batch: {name: (shape, dtype)}."""
+  """One global pretraining batch: {name: (shape, dtype)}; packed batches
+  (`data.packing`) add `position_ids`."""
   b, s = config.train.global_batch_size, config.data.max_seq_length
   p = config.data.max_predictions_per_seq
-  return {"input_ids": ((b, s), jnp.int32), "token_type_ids": ((b, s), jnp.int32),
-          "attention_mask": ((b, s), jnp.int32),
-          "masked_lm_positions": ((b, p), jnp.int32), "masked_lm_ids": ((b, p), jnp.int32),
-          "masked_lm_weights": ((b, p), jnp.float32), "next_sentence_label": ((b,), jnp.int32)}
+  shapes = {"input_ids": ((b, s), jnp.int32), "token_type_ids": ((b, s), jnp.int32),
+            "attention_mask": ((b, s), jnp.int32),
+            "masked_lm_positions": ((b, p), jnp.int32), "masked_lm_ids": ((b, p), jnp.int32),
+            "masked_lm_weights": ((b, p), jnp.float32),
+            "next_sentence_label": ((b,), jnp.int32)}
+  if config.data.get("packing", False):
+    shapes["position_ids"] = ((b, s), jnp.int32)
+  return shapes
 
 
 def pretraining(config, mesh, rules, *, allocate: bool = True) -> JobSetup:
