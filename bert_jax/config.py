@@ -39,12 +39,37 @@ POSITION_EMBEDDINGS = ("learned", "rotary", "none")
 SHARE_LAYERS = ("none", "all", "attention", "ffn")   # ALBERT cross-layer sharing
 INIT_SCHEMES = ("bert", "depth_scaled")
 
-# The switch values HF `BertModel` expresses; export of any other fails naming the field.
-HF_BERT_VALUES = {
-    "norm_placement": ("post",), "norm_type": ("layernorm",),
-    "position_embedding": ("learned",), "hidden_act": HIDDEN_ACTS[:5],
-    "use_bias": (True,), "share_layers": ("none",), "qk_norm": (False,),
+# HF export (`bert_jax/convert/hf.py`) is an allowlist over the fields of `ModelConfig`:
+# a field exports when HF `BertConfig` holds it (`HF_CONFIG_FIELDS`, with its value in
+# `HF_VALUES` where HF expresses only some), when it only says how the same function is
+# computed (`HOW_COMPUTED_FIELDS`), or when it is at its default (BERT's behaviour). So a
+# new switch needs no entry: away from its default it is refused by name
+# (`not_in_hf_bert`), never silently exported as a BERT that computes something else.
+
+# model field -> HF `BertConfig` field (config.json); `convert/hf.py` writes and reads these.
+HF_CONFIG_FIELDS = {
+    "vocab_size": "vocab_size", "hidden_size": "hidden_size",
+    "num_layers": "num_hidden_layers", "num_heads": "num_attention_heads",
+    "intermediate_size": "intermediate_size", "hidden_act": "hidden_act",
+    "max_position_embeddings": "max_position_embeddings",
+    "type_vocab_size": "type_vocab_size", "layer_norm_eps": "layer_norm_eps",
+    "hidden_dropout_prob": "hidden_dropout_prob",
+    "attention_dropout_prob": "attention_probs_dropout_prob",
+    "initializer_range": "initializer_range",
+    "position_embedding": "position_embedding_type",
+    "tie_word_embeddings": "tie_word_embeddings",
 }
+# The values of HF-mapped fields that HF `BertModel` computes (the rest: every value).
+# hidden_act: not the gated geglu / swiglu; position_embedding: 'learned' = 'absolute'.
+HF_VALUES = {
+    "hidden_act": ("gelu", "gelu_new", "gelu_tanh", "gelu_pytorch_tanh", "relu"),
+    "position_embedding": ("learned",),
+}
+# Fields that say how the function is computed or stored, not which function: precision,
+# kernels, layout, recomputation, one product for q/k/v, and how the parameters were
+# first drawn (the exported weights are what they are).
+HOW_COMPUTED_FIELDS = ("dtype", "param_dtype", "attention_impl", "scan_layers",
+                       "remat_policy", "fused_qkv", "init_scheme")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,11 +112,12 @@ class ModelConfig:
   def __post_init__(self):
     for f in dataclasses.fields(self):  # types: ints stay ints, floats floats, ...
       value = getattr(self, f.name)
-      want = {"int": int, "float": float, "bool": bool, "str": str}[f.type]
+      kind = f.type if isinstance(f.type, str) else f.type.__name__
+      want = {"int": int, "float": float, "bool": bool, "str": str}[kind]
       if want is float and isinstance(value, int) and not isinstance(value, bool):
         object.__setattr__(self, f.name, float(value))
       elif not isinstance(value, want) or (want is int and isinstance(value, bool)):
-        _fail(f.name, value, f"a {f.type}")
+        _fail(f.name, value, f"a {kind}")
     for name in ("vocab_size", "hidden_size", "num_layers", "num_heads",
                  "intermediate_size", "max_position_embeddings", "type_vocab_size"):
       _require(self, getattr(self, name) > 0, name, "a positive integer")
@@ -162,13 +188,36 @@ class ModelConfig:
     """Width of the embedding tables: `embedding_size`, 0 meaning `hidden_size`."""
     return self.embedding_size or self.hidden_size
 
-  def not_in_hf_bert(self) -> list[str]:
-    """'model.<field>=<value>' for each switch value HF `BertModel` cannot express."""
-    bad = [f"model.{name}={getattr(self, name)!r}" for name, ok in HF_BERT_VALUES.items()
-           if getattr(self, name) not in ok]
-    if self.embedding_dim != self.hidden_size:
-      bad.append(f"model.embedding_size={self.embedding_size!r}")
-    return bad
+
+def _at_default(cfg: ModelConfig, f: dataclasses.Field) -> bool:
+  """Whether field `f` of `cfg` computes what its default does (embedding_size: any
+  value that makes the tables hidden_size wide, as 0 does)."""
+  if f.name == "embedding_size":
+    return cfg.embedding_dim == cfg.hidden_size
+  if f.default is not dataclasses.MISSING:
+    return getattr(cfg, f.name) == f.default
+  if f.default_factory is not dataclasses.MISSING:
+    return getattr(cfg, f.name) == f.default_factory()
+  return False  # no default: nothing says its value is BERT's
+
+
+def not_in_hf_bert(cfg: ModelConfig) -> list[str]:
+  """'model.<field>=<value>' for each field that keeps `cfg` from being HF `BertModel`.
+
+  Those are the fields neither in `HF_CONFIG_FIELDS` nor in `HOW_COMPUTED_FIELDS` that
+  are away from their default, and the HF-mapped fields at a value outside
+  `HF_VALUES`. Works on subclasses of `ModelConfig` (fields added later) as well.
+  """
+  bad = []
+  for f in dataclasses.fields(cfg):
+    value = getattr(cfg, f.name)
+    if f.name in HF_CONFIG_FIELDS:
+      ok = value in HF_VALUES.get(f.name, (value,))
+    else:
+      ok = f.name in HOW_COMPUTED_FIELDS or _at_default(cfg, f)
+    if not ok:
+      bad.append(f"model.{f.name}={value!r}")
+  return bad
 
 
 def _fail(field: str, value, expected: str):

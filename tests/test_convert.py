@@ -496,3 +496,44 @@ def test_export_of_what_hf_bert_cannot_express_names_the_field(tmp_path, field, 
                      match=rf"^model\.{field}={value!r} cannot be exported to HF BertModel"):
     formats.save(formats.Loaded({}, cfg, "test", "bert_jax"), dst, "hf")
   assert_no_output(dst)
+
+
+def test_a_new_switch_exports_only_at_its_bert_default(tmp_path):
+  """A field no table names (a switch added later) exports at its default and is
+  refused by name elsewhere; every existing field is in at most one table."""
+  import dataclasses
+
+  import flax.linen as nn
+
+  from bert_jax import config as config_lib
+  tables = (set(config_lib.HF_CONFIG_FIELDS), set(config_lib.HOW_COMPUTED_FIELDS))
+  fields = {f.name: f for f in dataclasses.fields(config_lib.ModelConfig)}
+  assert set(config_lib.HF_VALUES) <= tables[0]
+  for name, f in fields.items():
+    classified = sum(name in t for t in tables)
+    assert classified == 1 or (classified == 0 and f.default is not dataclasses.MISSING), name
+  assert set().union(*tables) <= set(fields)
+
+  base = switched_config()
+  Switched = dataclasses.make_dataclass(  # noqa: N806
+      "Switched", [("new_switch", bool, False)], bases=(config_lib.ModelConfig,),
+      frozen=True)
+  cfg = Switched(**base.to_dict())
+  assert config_lib.not_in_hf_bert(cfg) == []
+  params = nn.meta.unbox(BertForPreTraining(cfg).init(
+      jax.random.PRNGKey(0), np.zeros((1, 4), np.int32))["params"])
+  dst = str(tmp_path / "default")
+  formats.save(formats.Loaded(params, cfg, "test", "bert_jax"), dst, "hf")
+  assert convert.load(dst).model_config == base
+
+  on = Switched(**base.to_dict(), new_switch=True)
+  assert config_lib.not_in_hf_bert(on) == ["model.new_switch=True"]
+  dst = str(tmp_path / "on")
+  with pytest.raises(convert.ConversionError,
+                     match=r"^model\.new_switch=True cannot be exported to HF BertModel"):
+    formats.save(formats.Loaded(params, on, "test", "bert_jax"), dst, "hf")
+  assert_no_output(dst)
+  # How-computed fields export at any value; embedding_size at the hidden size too.
+  assert config_lib.not_in_hf_bert(base.replace(
+      scan_layers=True, remat_policy="full", dtype="bfloat16", fused_qkv=True,
+      attention_impl="xla", init_scheme="depth_scaled", embedding_size=48)) == []

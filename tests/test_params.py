@@ -10,7 +10,7 @@ import pytest
 from bert_jax import parallel
 from bert_jax.config import ModelConfig
 from bert_jax.models import BertForPreTraining, BertForSequenceClassification
-from bert_jax.models import params as params_lib
+from bert_jax.models import bert, params as params_lib
 from bert_jax.train import checkpoint, finetune_source, optim, state as state_lib
 from configs import common
 
@@ -139,6 +139,62 @@ def test_weight_decay_mask_skips_biases_and_norms_in_both_layouts():
     for path, decays in mask.items():
       leaf = path.rsplit("/", 1)[-1]
       assert decays == (leaf in ("kernel", "embedding")), path
+
+
+def norm_module_paths(model) -> set[str]:
+  """'/'-joined paths of every nn.LayerNorm / nn.RMSNorm that `model.init` calls.
+
+  Norms of the shared sublayers (`model.share_layers`) run in a block of their own
+  (`models/bert.py: SharedSublayers`, parent None) whose parameters the encoder
+  holds as `encoder/shared`.
+  """
+  found = set()
+
+  def record(next_fun, args, kwargs, context):
+    module = context.module
+    if isinstance(module, (nn.LayerNorm, nn.RMSNorm)) and context.method_name == "__call__":
+      root = module
+      while isinstance(root.parent, nn.Module):
+        root = root.parent
+      prefix = ("bert", "encoder", "shared") if isinstance(root, bert.SharedSublayers) else ()
+      found.add("/".join(prefix + tuple(module.path)))
+    return next_fun(*args, **kwargs)
+
+  with nn.intercept_methods(record):
+    jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), np.zeros((1, 8), np.int32)))
+  return found
+
+
+PER_LAYER_NORMS = {"bert/embeddings/layer_norm", "mlm/transform_layer_norm",
+                   *(f"bert/encoder/layer_{i}/{n}_layer_norm" for i in range(LAYERS)
+                     for n in ("attention", "output"))}
+# ABLATED shares the attention sublayer (encoder/shared), is pre-LN (a final norm).
+ABLATED_SCANNED_NORMS = {
+    "bert/embeddings/layer_norm", "mlm/transform_layer_norm",
+    "bert/encoder/layers/output_layer_norm", "bert/encoder/final_layer_norm",
+    "bert/encoder/shared/attention_layer_norm", "bert/encoder/shared/attention/query_norm",
+    "bert/encoder/shared/attention/key_norm"}
+
+
+@pytest.mark.parametrize("switches,want", [
+    (dict(scan=False), PER_LAYER_NORMS),
+    (dict(scan=True, **ABLATED, qk_norm=True), ABLATED_SCANNED_NORMS)])
+def test_weight_decay_mask_is_false_exactly_on_norm_modules_and_biases(switches, want):
+  """The mask is by module: every parameter of each norm the model calls, and biases,
+  are not decayed; everything else is (scanned: paths under encoder/layers)."""
+  model = BertForPreTraining(model_config(**switches))
+  norms = norm_module_paths(model)
+  assert norms == want
+  mask = dict(params_lib.flatten(optim.decay_mask(abstract_params(model))))
+  norm_params = {p for p in mask if p.rsplit("/", 1)[0] in norms}
+  assert {p.rsplit("/", 1)[0] for p in norm_params} == norms  # every norm has params
+  for path, decays in mask.items():
+    leaf = path.rsplit("/", 1)[-1]
+    assert decays == (path not in norm_params and leaf not in ("bias", "output_bias")), path
+  # By module, not by leaf name: a 'scale' outside a norm decays, a norm's 'offset' not.
+  made_up = {"attention": {"scale": 1.0}, "final_rmsnorm": {"offset": 1.0}}
+  assert optim.decay_mask(made_up) == {"attention": {"scale": True},
+                                       "final_rmsnorm": {"offset": False}}
 
 
 def test_ablated_checkpoint_restores_in_the_other_layout_and_fine_tunes(tmp_path):

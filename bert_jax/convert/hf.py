@@ -29,7 +29,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from bert_jax import storage
-from bert_jax.config import ModelConfig
+from bert_jax.config import HF_CONFIG_FIELDS, HF_VALUES, ModelConfig, not_in_hf_bert
 from bert_jax.convert.common import (ConversionError, check_shapes, expected_shapes,
                                      flatten, unflatten)
 from bert_jax.convert.hf_tasks import (RUN_FIELDS, RUN_RECORD, check_head,  # noqa: F401
@@ -47,16 +47,16 @@ _ACT_FROM_HF = {"gelu": "gelu", "gelu_python": "gelu", "gelu_new": "gelu_new",
 _ACT_TO_HF = {"gelu": "gelu", "gelu_new": "gelu_new", "gelu_tanh": "gelu_pytorch_tanh",
               "gelu_pytorch_tanh": "gelu_pytorch_tanh", "relu": "relu"}
 
-# config.json field -> model config field (Google's bert_config.json uses the same).
-CONFIG_FIELDS = {"vocab_size": "vocab_size", "hidden_size": "hidden_size",
-                  "num_hidden_layers": "num_layers", "num_attention_heads": "num_heads",
-                  "intermediate_size": "intermediate_size",
-                  "max_position_embeddings": "max_position_embeddings",
-                  "type_vocab_size": "type_vocab_size"}
-_OPTIONAL_FIELDS = {"layer_norm_eps": "layer_norm_eps",
-                    "hidden_dropout_prob": "hidden_dropout_prob",
-                    "attention_probs_dropout_prob": "attention_dropout_prob",
-                    "initializer_range": "initializer_range"}
+# config.json field -> model config field (`config.HF_CONFIG_FIELDS`): the ones every
+# file must hold (Google's bert_config.json too), then the ones taken when present;
+# hidden_act, position_embedding_type and tie_word_embeddings are converted by value.
+_BY_VALUE = ("hidden_act", "position_embedding", "tie_word_embeddings")
+CONFIG_FIELDS = {HF_CONFIG_FIELDS[ours]: ours for ours in (
+    "vocab_size", "hidden_size", "num_layers", "num_heads", "intermediate_size",
+    "max_position_embeddings", "type_vocab_size")}
+_OPTIONAL_FIELDS = {theirs: ours for ours, theirs in HF_CONFIG_FIELDS.items()
+                    if theirs not in CONFIG_FIELDS and ours not in _BY_VALUE}
+assert set(_ACT_TO_HF) == set(HF_VALUES["hidden_act"]), "config.HF_VALUES and hf disagree"
 
 CONFIG_FILE = "config.json"
 SAFETENSORS_FILE = "model.safetensors"
@@ -94,11 +94,15 @@ def model_config_from_json(d: Mapping[str, Any], where: str,
 
 
 def check_exportable(cfg) -> None:
-  """Raises ConversionError naming every switch value HF `BertModel` cannot express."""
-  bad = cfg.not_in_hf_bert()
+  """Raises ConversionError naming every field that keeps `cfg` from HF `BertModel`
+  (`config.not_in_hf_bert`)."""
+  bad = not_in_hf_bert(cfg)
   if bad:
-    raise ConversionError(f"{', '.join(bad)} cannot be exported to HF BertModel "
-                          "(export the bert_jax params dir instead: --to=bert_jax)")
+    raise ConversionError(
+        f"{', '.join(bad)} cannot be exported to HF BertModel: a field HF BertConfig "
+        "lacks exports only at its default, an HF field only at a value HF computes "
+        f"({HF_VALUES}; bert_jax/config.py HF_CONFIG_FIELDS, HOW_COMPUTED_FIELDS). "
+        "Export the bert_jax params dir instead: --to=bert_jax")
 
 
 def config_json(cfg, architectures=("BertForPreTraining",)) -> dict:

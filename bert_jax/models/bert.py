@@ -93,7 +93,12 @@ def residual_std(cfg) -> float | None:
 
 
 def layer_norm(cfg, name: str) -> nn.Module:
-  """LayerNorm or RMSNorm (Zhang & Sennrich 2019: scale, no bias) by `model.norm_type`."""
+  """LayerNorm or RMSNorm (Zhang & Sennrich 2019: scale, no bias) by `model.norm_type`.
+
+  `name` ends in 'norm': the weight-decay rule (`models/params.py`) exempts norms by
+  their module name.
+  """
+  assert name.endswith("norm"), f"norm module {name!r}: its name must end in 'norm'"
   # Statistics are computed in float32 by flax whatever the compute dtype.
   common = dict(epsilon=cfg.layer_norm_eps, dtype=cfg.compute_dtype,
                 param_dtype=cfg.weights_dtype, scale_init=_ones(("norm",)),

@@ -6,7 +6,8 @@ properties, in the manner of big_vision's `config.wd_mults` applied by
 `utils.tree_map_with_regex`: for each property the first row that matches the whole
 path and names that property decides. The properties:
 
-  decay    weight decay applies (kernels, embeddings) or not (biases, norm scales);
+  decay    weight decay applies (kernels, embeddings) or not (biases, and every
+           parameter of a norm: a module whose name ends in 'norm');
            the optimizer's mask (`train/optim.py`).
   depth    the depth of the parameter for layer-wise LR decay (`train/optim.py`):
            0 = embeddings, i + 1 = encoder layer i, 'stacked' = a scanned layer
@@ -26,9 +27,9 @@ path and names that property decides. The properties:
 Row patterns are templates: `{name}` stands for the regular expression
 `PLACEHOLDERS[name]` and is captured, so the same template formats a path back from
 the groups (the HF names map both ways with one row). A switch that adds a parameter
-matches the generic rows by its name (a kernel decays, a bias does not; everything
-under `encoder/layer_{i}` stacks when scanned) and needs no row of its own; only a
-parameter HF `BertModel` has a name for gets an `hf` row.
+matches the generic rows by its name (a kernel decays, a bias or a norm's parameter
+does not; everything under `encoder/layer_{i}` stacks when scanned) and needs no row
+of its own; only a parameter HF `BertModel` has a name for gets an `hf` row.
 """
 
 from __future__ import annotations
@@ -113,8 +114,12 @@ RULES: tuple[Rule, ...] = (
     # Converter names: one row per HF module (its leaves: kernel/bias/scale/embedding).
     *(_rule(ours + "/{leaf}", hf=theirs, hf_kind=kind) for ours, theirs, kind in _HF_MODULES),
     _rule("mlm/output_bias", hf="cls.predictions.bias", hf_kind="array"),
-    # Weight decay: not on biases and norm scales (BERT's AdamW exclusions).
-    _rule(r"(?:.*/)?(?:bias|scale|output_bias)", decay=False),
+    # Weight decay: not on the parameters of norms (any module named '*norm', whatever
+    # its leaves: `models/bert.py: layer_norm` holds every norm to that name) nor on
+    # biases (BERT's AdamW exclusions). By module, not by the leaf name 'scale', so a
+    # parameter named 'scale' elsewhere decays and a norm's other leaves do not.
+    _rule(r"(?:.*/)?[^/]*norm/[^/]+", decay=False),
+    _rule(r"(?:.*/)?(?:bias|output_bias)", decay=False),
     # Depth, layout and loading.
     _rule("{pre}embeddings/{rest}", depth=0, load="required"),
     _rule("{pre}encoder/layer_{layer}/{rest}", depth="layer", load="required",
