@@ -76,13 +76,14 @@ def test_packed_rows_give_each_example_its_unpacked_logits_and_loss(impl):
   packed = packing.pack_examples(ex, max_predictions=12)
   assert packed["input_ids"].shape[0] < len(lengths)
   model = BertForPreTraining(cfg)
-  params = model.init(jax.random.PRNGKey(0), ex["input_ids"], ex["token_type_ids"],
-                      ex["attention_mask"])["params"]
-  unpacked = model.apply({"params": params}, ex["input_ids"], ex["token_type_ids"],
-                         ex["attention_mask"], masked_lm_positions=ex["masked_lm_positions"])
-  rows = model.apply({"params": params}, packed["input_ids"], packed["token_type_ids"],
-                     packed["attention_mask"], masked_lm_positions=packed["masked_lm_positions"],
-                     position_ids=packed["position_ids"])
+  params = jax.jit(model.init)(jax.random.PRNGKey(0), ex["input_ids"],
+                               ex["token_type_ids"], ex["attention_mask"])["params"]
+  apply = jax.jit(model.apply)   # one compile per shape, not op-by-op dispatch
+  unpacked = apply({"params": params}, ex["input_ids"], ex["token_type_ids"],
+                   ex["attention_mask"], masked_lm_positions=ex["masked_lm_positions"])
+  rows = apply({"params": params}, packed["input_ids"], packed["token_type_ids"],
+               packed["attention_mask"], masked_lm_positions=packed["masked_lm_positions"],
+               position_ids=packed["position_ids"])
 
   def example_loss(logits, ids, weights):
     ce = optax.softmax_cross_entropy_with_integer_labels(logits, ids)
