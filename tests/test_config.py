@@ -64,3 +64,37 @@ def test_checkpoint_carries_the_model_config(tmp_path):
   with pytest.raises(FileNotFoundError, match="no checkpoint directory"):
     checkpoint.read_model_config(str(tmp_path / "nothing"))
   del pretrain
+
+
+def test_configs_read_no_files_and_the_job_takes_the_source_models_shape(monkeypatch):
+  """Building a config opens no file (configs/ does no I/O); an `init=hf:DIR` run takes
+  its model shape from DIR/config.json when the job starts (`with_source_model`), here
+  the MiniLM package's: 6 layers, hidden 384, 12 heads, as transformers reads it."""
+  import builtins
+  import io
+
+  import transformers
+
+  from bert_jax.train import finetune_source
+  from configs import finetune_common, finetune_glue, finetune_ner, finetune_squad
+
+  def refuse(file, *args, **kwargs):
+    raise AssertionError(f"a config opened {file!r}")
+
+  with monkeypatch.context() as m:
+    m.setattr(builtins, "open", refuse)
+    m.setattr(io, "open", refuse)
+    built = [finetune_glue.get_config("task=mrpc"), finetune_ner.get_config(""),
+             finetune_squad.get_config("task=squad_v2.0"),
+             pretrain_config.get_config("tiny")]
+  glue = built[0]
+  assert glue.init.checkpoint == "hf:" + finetune_common.minilm_dir()
+  assert glue.model.hidden_size == 768                   # `size=base` until the job starts
+  resolved = finetune_source.with_source_model(glue)
+  hf = transformers.BertConfig.from_pretrained(finetune_common.minilm_dir())
+  assert (resolved.model.num_layers, resolved.model.hidden_size, resolved.model.num_heads,
+          resolved.model.intermediate_size, resolved.model.vocab_size) == (
+              hf.num_hidden_layers, hf.hidden_size, hf.num_attention_heads,
+              hf.intermediate_size, hf.vocab_size)
+  assert glue.model.hidden_size == 768                   # a copy: the config is unchanged
+  ModelConfig.from_config(resolved.model)                # still a valid model config

@@ -9,7 +9,7 @@ pretrained encoder has and a randomly initialised one cannot get from 100 senten
 """
 import json
 
-from bert_jax.train import finetune
+from bert_jax.train import finetune, finetune_source
 from configs import finetune_glue
 
 POSITIVE = ("good great excellent wonderful fantastic amazing superb brilliant delightful "
@@ -34,7 +34,7 @@ def run(tmp_path, init):
   write_split(dev, POSITIVE[10:], NEGATIVE[10:])
   c = finetune_glue.get_config(f"task=mrpc,init={init},lr=1e-4")
   if init == "none":  # the same MiniLM shape and vocabulary, random weights
-    ref = finetune_glue.get_config("task=mrpc,init=minilm")
+    ref = finetune_source.with_source_model(finetune_glue.get_config("task=mrpc,init=minilm"))
     c.model = ref.model
     c.data.vocab_path = ref.init.checkpoint[3:] + "/vocab.txt"
   c.data.task, c.data.source = "jsonl", "local"

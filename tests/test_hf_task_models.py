@@ -461,7 +461,8 @@ def test_other_labels_get_a_new_head_and_the_log_says_so(dirs, tmp_path, monkeyp
   from configs import finetune_glue
   said = []
   monkeypatch.setattr(log_lib, "info", lambda msg, *a: said.append(msg % a))
-  c = finetune_glue.get_config(f"task=mrpc,init=hf:{dirs['classification']},size=tiny")
+  c = finetune_source.with_source_model(   # the source's shape, as the job takes it
+      finetune_glue.get_config(f"task=mrpc,init=hf:{dirs['classification']},size=tiny"))
   tok = finetune_source.initial_weights_and_tokenizer(c)[1]
   assert not finetune_source.source_head(c, tasks.get_task(c.data, tok))  # 2 labels
   assert "differs from task mrpc" in said[-1] and "new head" in said[-1], said

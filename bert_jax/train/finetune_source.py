@@ -2,10 +2,10 @@
 
 `init.checkpoint` names the source:
 
-    'hf:DIR'            an HF BERT directory: config.json (must agree with config field
-                        `model`), model.safetensors | pytorch_model.bin, vocab.txt
-                        or tokenizer.json; any BERT class (BertModel,
-                        BertForPreTraining, BertForMaskedLM, a task model)
+    'hf:DIR'            an HF BERT directory: config.json (its shape becomes config
+                        field `model`'s, `with_source_model`), model.safetensors |
+                        pytorch_model.bin, vocab.txt or tokenizer.json; any BERT class
+                        (BertModel, BertForPreTraining, BertForMaskedLM, a task model)
     'bert_jax:WORKDIR'  a bert_jax workdir, pretraining or fine-tuned: the newest
                         checkpoint's `params/bert` in either encoder layout, its
                         tokenizer (task.json, data.tokenizer_path or its SentencePiece
@@ -27,7 +27,7 @@ import ml_collections
 import numpy as np
 
 from bert_jax import convert, storage, workdir as workdir_lib
-from bert_jax.config import ModelConfig
+from bert_jax.config import HF_CONFIG_FIELDS, ModelConfig
 from bert_jax.convert import hf as hf_format, hf_tasks
 from bert_jax.convert.common import read_json
 from bert_jax.data import tokenizers
@@ -99,31 +99,51 @@ def source_head(config, task) -> bool:
   return same
 
 
-# Architecture fields an `init=bert_jax:WORKDIR` run takes from that workdir's config.
+# Architecture fields a run takes from its source model (`init=hf:DIR`'s config.json,
+# `init=bert_jax:WORKDIR`'s newest checkpoint): the shape, the activation, the norm
+# epsilon. Everything else (dtypes, attention_impl, dropout, scan, remat) stays the run's.
 SHAPE_FIELDS = ("vocab_size", "hidden_size", "num_layers", "num_heads", "intermediate_size",
                 "hidden_act", "max_position_embeddings", "type_vocab_size",
                 "layer_norm_eps")
 
 
-def source_model_fields(workdir: str) -> dict:
-  """The architecture fields saved with a bert_jax workdir's newest checkpoint."""
-  try:
-    saved = checkpoint_lib.read_model_config(workdir_lib.checkpoints(workdir))
-  except FileNotFoundError as e:
-    raise FileNotFoundError(f"init.checkpoint=bert_jax:{workdir}: {e}") from None
-  return {k: getattr(saved, k) for k in SHAPE_FIELDS}
+def source_model_fields(config) -> dict:
+  """The `SHAPE_FIELDS` of `init.checkpoint`'s source model ({} for random init).
+
+  An HF directory gives those its config.json holds (`hidden_act` converted as
+  `bert_jax convert` reads it; a field the file lacks keeps the config's value); a
+  bert_jax workdir the ones saved with its newest checkpoint. Read when the job starts,
+  not when the config is built: configs/ reads no files.
+  """
+  kind, _, where = config.init.checkpoint.partition(":")
+  if kind == "hf":
+    path = storage.join(where, hf_format.CONFIG_FILE)
+    d = read_json(path, ValueError, f"init.checkpoint=hf:{where}")
+    try:
+      source = hf_format.model_config_from_json(d, path)
+    except convert.ConversionError as e:
+      raise ValueError(f"init.checkpoint=hf:{where}: {e}") from None
+    return {k: getattr(source, k) for k in SHAPE_FIELDS
+            if k == "hidden_act" or HF_CONFIG_FIELDS[k] in d}
+  if kind == "bert_jax":
+    try:
+      saved = checkpoint_lib.read_model_config(workdir_lib.checkpoints(where))
+    except FileNotFoundError as e:
+      raise FileNotFoundError(f"init.checkpoint=bert_jax:{where}: {e}") from None
+    return {k: getattr(saved, k) for k in SHAPE_FIELDS}
+  return {}
 
 
 def with_source_model(config):
-  """A copy of `config` whose model shape is the `init=bert_jax:WORKDIR` source's."""
-  kind, _, where = config.init.checkpoint.partition(":")
-  if kind != "bert_jax":
+  """A copy of `config` whose model shape is its source model's (`source_model_fields`);
+  `config` itself when it starts from random weights. The log names what changed."""
+  fields = source_model_fields(config)
+  if not fields:
     return config
-  fields = source_model_fields(where)
   config = ml_collections.ConfigDict(config.to_dict())
   changed = {k: v for k, v in fields.items() if config.model[k] != v}
   if changed:
-    log_lib.info("model shape from %s: %s", where, changed)
+    log_lib.info("model shape from %s: %s", config.init.checkpoint, changed)
   config.model.update(fields)
   return config
 
