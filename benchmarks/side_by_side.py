@@ -21,6 +21,11 @@ Implementations, each in its own process (PyTorch and JAX never share one):
                CUDA) with the same decay mask and clipping, bf16 autocast when --dtype
                is bfloat16, MLM loss over dense [batch, seq] labels (HF's way).
   hf_compile   the same model under `torch.compile` (the optimizer step stays eager).
+  hf_alone     hf_eager again, in a fresh process started after every other worker of
+               the shape has exited, so nothing else of this benchmark is alive while it
+               runs: the check that the interleaved peer row is what HF gives by itself
+               (issue 23: an earlier table's peer ran ~3x slower than HF alone, because
+               the machine was loaded, see docs/benchmarks.md).
 
 All workers start before timing; then rounds run them in turn (the order reversed
 every other round), so load from other processes on a shared machine hits every
@@ -81,6 +86,11 @@ class Shape:
 XLA_FLAG_SETS = {
     "cublas": "--xla_gpu_enable_triton_gemm=false",          # GEMMs by cuBLAS only
     "lhs": "--xla_gpu_enable_latency_hiding_scheduler=true",  # overlap-aware scheduling
+    # XLA:CPU's matmul back ends (docs/benchmarks.md "CPU"): oneDNN as PyTorch uses it,
+    # its custom calls, and XNNPACK off.
+    "onednn": "--xla_cpu_use_onednn=true",
+    "onednn_cc": "--xla_cpu_use_onednn=true --xla_cpu_experimental_onednn_custom_call=true",
+    "noxnn": "--xla_cpu_use_xnnpack=false",
 }
 
 # The GPU rows, BERT-base phase 1: the default fast config (cuDNN attention, attention
@@ -98,7 +108,8 @@ PRESETS = {
     # shapes: (shape, bert_jax variants); then interleave, rounds, steps, warmup.
     "cpu": dict(shapes=[(Shape(2, 768, 12, 128, 8, "float32"), "einsum"),
                         (Shape(12, 768, 12, 128, 8, "float32"), "einsum")],
-                interleave=True, rounds=5, steps=2, warmup=2),
+                interleave=True, rounds=5, steps=2, warmup=2,
+                impls="bert_jax,hf_eager,hf_compile,hf_alone"),
     # The GPU rows in one command (~9 min of device time), or as two (~6 + ~3 min).
     "gpu": dict(shapes=[GPU_BASE, GPU_LARGE], **GPU_TIMING),
     "gpu_base": dict(shapes=[GPU_BASE], **GPU_TIMING),
@@ -380,7 +391,8 @@ class Worker:
 
 def run_shape(shape: Shape, variants: str, args, log_dir: str) -> list[Worker]:
   specs = [("bert_jax", v) for v in variants.split(",") if "bert_jax" in args.impls]
-  specs += [(i, "") for i in args.impls.split(",") if i != "bert_jax"]
+  specs += [(i, "") for i in args.impls.split(",") if i not in ("bert_jax", "hf_alone")]
+  alone = [("hf_alone", "")] if "hf_alone" in args.impls.split(",") else []
 
   def finish(w: Worker) -> None:
     if w.traced:
@@ -398,8 +410,8 @@ def run_shape(shape: Shape, variants: str, args, log_dir: str) -> list[Worker]:
         w.run_round()
     for w in workers:
       finish(w)
-  else:
-    for impl, variant in specs:
+  if alone or not args.interleave:
+    for impl, variant in (alone if args.interleave else specs + alone):
       workers.append(Worker(impl, variant, shape, args, log_dir,
                             traced=args.profile_all or not workers))
       workers[-1].wait_ready()
@@ -420,17 +432,17 @@ def table(shape: Shape, workers: list[Worker]) -> list[str]:
   best = {w.label: min(w.seconds) for w in workers if w.seconds}
   rows = [f"**{shape.name}** (P={mlm_predictions(shape.seq)} predictions/row)", "",
           "| implementation | first step s | step ms (median) | min-max ms | CPU ms/step "
-          "| seq/s | MFU | x HF eager | x HF compile | x HF eager, best rounds "
+          "| seq/s | MFU | x HF eager | x HF compile | x HF alone | x HF eager, best rounds "
           "| loss after warmup |",
-          "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+          "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
   for w in workers:
     if w.label not in median:
-      rows.append(f"| {w.label} | failed: {w.error} |||||||||")
+      rows.append(f"| {w.label} | failed: {w.error} ||||||||||")
       continue
     s = median[w.label]
     ratios = [f"{times[ref] / times[w.label]:.2f}" if ref in times else "-"
               for times, ref in ((median, "hf_eager"), (median, "hf_compile"),
-                                 (best, "hf_eager"))]
+                                 (median, "hf_alone"), (best, "hf_eager"))]
     rows.append(
         f"| {w.label} | {w.info['first_step_s']:.1f} | {1e3 * s:.1f} | "
         f"{1e3 * min(w.seconds):.0f}-{1e3 * max(w.seconds):.0f} | "
@@ -445,7 +457,8 @@ def main():
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   p.add_argument("--worker", help=argparse.SUPPRESS)
   p.add_argument("--preset", default="cpu", choices=sorted(PRESETS))
-  p.add_argument("--impls", default="bert_jax,hf_eager,hf_compile")
+  p.add_argument("--impls", help="comma list of bert_jax, hf_eager, hf_compile, hf_alone "
+                 "(default: the preset's)")
   p.add_argument("--jax", help="bert_jax variants, ATTENTION[+field=value...],... "
                  "(default: the preset's per shape)")
   p.add_argument("--layers", help="comma list; replaces the preset's shapes' depths")
@@ -468,6 +481,7 @@ def main():
     worker_main(json.loads(args.worker))
     return
   preset = PRESETS[args.preset]
+  args.impls = args.impls or preset.get("impls", "bert_jax,hf_eager,hf_compile")
   for key in ("interleave", "rounds", "steps", "warmup"):
     if getattr(args, key) is None:
       setattr(args, key, preset[key])
