@@ -265,7 +265,7 @@ def worker_main(spec: dict) -> None:
     build = jax_worker if spec["impl"] == "bert_jax" else torch_worker
     step, sync, info = build(spec)
     t0 = time.perf_counter()
-    sync(step())
+    loss = sync(step())   # the loss printed when --warmup=0
     info["first_step_s"] = time.perf_counter() - t0
     for _ in range(spec["warmup"]):
       loss = step()
@@ -410,14 +410,14 @@ def run_shape(shape: Shape, variants: str, args, log_dir: str) -> list[Worker]:
         w.run_round()
     for w in workers:
       finish(w)
-  if alone or not args.interleave:
-    for impl, variant in (alone if args.interleave else specs + alone):
-      workers.append(Worker(impl, variant, shape, args, log_dir,
-                            traced=args.profile_all or not workers))
-      workers[-1].wait_ready()
-      for _ in range(args.rounds):
-        workers[-1].run_round()
-      finish(workers[-1])
+  one_at_a_time = alone if args.interleave else specs + alone
+  for impl, variant in one_at_a_time:
+    workers.append(Worker(impl, variant, shape, args, log_dir,
+                          traced=args.profile_all or not workers))
+    workers[-1].wait_ready()
+    for _ in range(args.rounds):
+      workers[-1].run_round()
+    finish(workers[-1])
   return workers
 
 

@@ -165,10 +165,10 @@ def with_source_model(config):
 
 
 def job_setup(config, mesh, num_train_steps: int = 1000):
-  """The job's `setup.JobSetup` on `mesh`, shapes only."""
+  """The job's `setup.JobSetup` on `mesh`, shapes only. A fine-tuning config comes with
+  its source model's shape already taken (`with_source_model`, done once by `check`)."""
   from bert_jax import parallel
   from bert_jax.train import setup as setup_lib
-  config = with_source_model(config)
   rules = parallel.logical_axis_rules(config.mesh)
   job, kind, num_labels = _job(config)
   if job == "pretrain":
