@@ -116,7 +116,7 @@ def test_a_row_of_padding_only_stays_finite():
 def test_splash_compiles_for_a_tpu_slice_as_the_mosaic_kernel():
   from bert_jax import aot
   from configs import pretrain
-  c = pretrain.get_config("mini,vocab=4096,seq=128,batch=32,mesh=fsdp")
+  c = pretrain.get_config("mini,vocab=2048,seq=128,batch=32,mesh=fsdp")
   c.model.dtype, c.model.scan_layers = "bfloat16", True
   c.model.attention_impl, c.model.attention_dropout_prob = "splash", 0.0
   mesh = parallel.create_mesh(c.mesh, aot.topology_devices("v5e:2x2"))
