@@ -1,7 +1,8 @@
 """`ModelConfig`: the typed, frozen description of a model, validated once.
 
-The ml_collections `model` sub-config (`configs/common.py: model_config`) is the
-switchboard users edit; the entry point turns it into a `ModelConfig` with
+The fields are declared once, here: the ml_collections `model` sub-config that users
+edit (`configs/common.py: model_config`) is built from these defaults, and the entry
+point turns it back into a `ModelConfig` with
 `ModelConfig.from_config(config.model)` and from then on nothing sees the ConfigDict:
 the Flax modules (`bert_jax/models/`), the converters and the checkpoints hold this
 dataclass. Every checkpoint saves the resolved config, so a workdir alone says what
@@ -85,6 +86,7 @@ class ModelConfig:
   num_layers: int = 12
   num_heads: int = 12
   intermediate_size: int = 3072
+  # HIDDEN_ACTS: gelu (exact erf) | gelu_new / gelu_tanh (tanh approx.) | relu | geglu | swiglu
   hidden_act: str = "gelu"
   max_position_embeddings: int = 512
   type_vocab_size: int = 2
@@ -92,22 +94,28 @@ class ModelConfig:
   hidden_dropout_prob: float = 0.1
   attention_dropout_prob: float = 0.1
   initializer_range: float = 0.02
-  dtype: str = "float32"            # compute dtype
+  dtype: str = "float32"            # compute dtype: float32 | bfloat16 | float16
   param_dtype: str = "float32"      # parameter (and optimizer state) dtype
-  attention_impl: str = "einsum"
-  scan_layers: bool = False         # one nn.scan over the layers (encoder/layers/...)
-  remat_policy: str = "none"
-  fused_qkv: bool = False           # q, k, v as one product (same parameters)
-  # Architecture switches: the defaults are BERT (configs/common.py documents each).
-  norm_placement: str = "post"
-  norm_type: str = "layernorm"
-  position_embedding: str = "learned"
-  use_bias: bool = True
-  tie_word_embeddings: bool = True
-  embedding_size: int = 0           # 0 = hidden_size
-  share_layers: str = "none"
-  init_scheme: str = "bert"
-  qk_norm: bool = False             # normalise queries and keys per head
+  attention_impl: str = "einsum"    # einsum | xla | cudnn (dot_product_attention) | splash (TPU)
+  # One nn.scan over the layers (params `encoder/layers/...` with a leading [num_layers]
+  # axis): compile time flat in depth. False keeps `encoder/layer_{i}/...` (HF layout);
+  # bert_jax/models/params.py converts params between the two.
+  scan_layers: bool = False
+  remat_policy: str = "none"        # none | full (recompute each layer) | dots (keep matmuls)
+  # Compute q, k and v with one [hidden, 3 x hidden] product instead of three; the
+  # parameters stay the three query/key/value kernels (checkpoints, HF export unchanged).
+  fused_qkv: bool = False
+  # Architecture switches (bert_jax/models/bert.py); the defaults are BERT. A value HF
+  # BertModel cannot express makes HF/Google export fail naming the field.
+  norm_placement: str = "post"      # post (BERT: add & norm) | pre (norm first, final norm)
+  norm_type: str = "layernorm"      # layernorm | rmsnorm (scale only)
+  position_embedding: str = "learned"  # learned (BERT table) | rotary (RoFormer) | none
+  use_bias: bool = True             # biases of q/k/v/o, feed-forward and embedding projection
+  tie_word_embeddings: bool = True  # MLM decoder = word embeddings; False: mlm/decoder kernel
+  embedding_size: int = 0           # ALBERT factorised embeddings; 0 = hidden_size
+  share_layers: str = "none"        # ALBERT cross-layer sharing: none | all | attention | ffn
+  init_scheme: str = "bert"         # bert (trunc. normal initializer_range) | depth_scaled
+  qk_norm: bool = False             # norm (model.norm_type) on q and k per head (ViT-22B)
 
   def __post_init__(self):
     for f in dataclasses.fields(self):  # types: ints stay ints, floats floats, ...

@@ -7,6 +7,8 @@ intermediate = 4*hidden throughout, as in both papers.
 
 import ml_collections
 
+from bert_jax.config import ModelConfig
+
 # name: (num_layers, hidden_size, num_heads)
 SIZES = {
     "tiny": (2, 128, 2),
@@ -39,44 +41,12 @@ def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
 
 
 def model_config(size: str, vocab_size: int = 30522) -> ml_collections.ConfigDict:
-  """The `model` sub-config. Field names follow HF `BertConfig` where one exists."""
+  """The `model` sub-config: every field of `bert_jax.config.ModelConfig` (declared and
+  documented there, defaults BERT's) with the shape of `size`."""
   num_layers, hidden, heads = SIZES[size]
-  m = ml_collections.ConfigDict()
-  m.vocab_size = vocab_size
-  m.hidden_size = hidden
-  m.num_layers = num_layers
-  m.num_heads = heads
-  m.intermediate_size = 4 * hidden
-  m.hidden_act = "gelu"              # gelu (exact erf) | gelu_new / gelu_tanh | relu
-  m.max_position_embeddings = 512
-  m.type_vocab_size = 2
-  m.layer_norm_eps = 1e-12
-  m.hidden_dropout_prob = 0.1
-  m.attention_dropout_prob = 0.1
-  m.initializer_range = 0.02
-  m.dtype = "float32"                # compute dtype: float32 | bfloat16
-  m.param_dtype = "float32"          # parameter (and optimizer state) dtype
-  m.attention_impl = "einsum"        # einsum | xla | cudnn (dot_product_attention) | splash (TPU)
-  # One nn.scan over the layers (params `encoder/layers/...` with a leading [num_layers]
-  # axis): compile time flat in depth. False keeps `encoder/layer_{i}/...` (HF layout);
-  # bert_jax/models/params.py converts params between the two.
-  m.scan_layers = False
-  m.remat_policy = "none"            # none | full (recompute each layer) | dots (keep matmul outputs)
-  # Compute q, k and v with one [hidden, 3 x hidden] product instead of three; the
-  # parameters stay the three query/key/value kernels (checkpoints, HF export unchanged).
-  m.fused_qkv = False
-  # Architecture switches (bert_jax/models/bert.py); the defaults are BERT. A value HF
-  # BertModel cannot express makes HF/Google export fail naming the field.
-  m.norm_placement = "post"          # post (BERT: add & norm) | pre (norm first, final norm)
-  m.norm_type = "layernorm"          # layernorm | rmsnorm (scale only)
-  m.position_embedding = "learned"   # learned (BERT table) | rotary (RoFormer) | none
-  m.use_bias = True                  # biases of q/k/v/o, feed-forward and embedding projection
-  m.tie_word_embeddings = True       # MLM decoder = word embeddings; False: mlm/decoder kernel
-  m.embedding_size = 0               # ALBERT factorised embeddings; 0 = hidden_size
-  m.share_layers = "none"            # ALBERT cross-layer sharing: none | all | attention | ffn
-  m.init_scheme = "bert"             # bert (trunc. normal initializer_range) | depth_scaled
-  m.qk_norm = False                  # norm (model.norm_type) on q and k per head (ViT-22B)
-  return m
+  return ml_collections.ConfigDict(ModelConfig(
+      vocab_size=vocab_size, hidden_size=hidden, num_layers=num_layers, num_heads=heads,
+      intermediate_size=4 * hidden).to_dict())
 
 
 # mesh preset -> sizes of the ('data', 'fsdp', 'tensor') axes; -1 = the rest.
