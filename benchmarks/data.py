@@ -58,8 +58,8 @@ def bench_loader(directory: str, whole_word: bool, batch_size: int, batches: int
   """(sequences per wall second, sequences per CPU second of this process)."""
   split = grain_loader.PreparedSplit(directory)
   tok = tokenizers.load_tokenizer(split.tokenizer_path)
-  kwargs = masking.masking_kwargs(tok, 0.15, 20, whole_word_masking=whole_word)
-  ld = grain_loader.GrainPretrainingLoader(split, batch_size, seed=0, mask_kwargs=kwargs,
+  masker = masking.MaskingConfig(whole_word_masking=whole_word).bind(tok)
+  ld = grain_loader.GrainPretrainingLoader(split, batch_size, seed=0, masker=masker,
                                            prefetch_threads=max(threads, 1))
   if threads == 0:
     ld.get_batch(0)

@@ -32,15 +32,10 @@ def check_pretrain_config(c) -> None:
   _require(1 <= d.max_predictions_per_seq <= d.max_seq_length,
            "data.max_predictions_per_seq", d.max_predictions_per_seq,
            f"between 1 and data.max_seq_length={d.max_seq_length}")
-  _require(0.0 < d.masked_lm_prob < 1.0, "data.masked_lm_prob", d.masked_lm_prob,
-           "a probability in (0, 1)")
   _require(0.0 <= d.short_seq_prob <= 1.0, "data.short_seq_prob", d.short_seq_prob,
            "a probability in [0, 1]")
   _require(d.dupe_factor >= 1, "data.dupe_factor", d.dupe_factor, ">= 1")
-  _require(d.masking_budget in masking.MASKING_BUDGETS, "data.masking_budget",
-           d.masking_budget, f"one of {masking.MASKING_BUDGETS}")
-  _require(d.random_replacement in masking.RANDOM_REPLACEMENTS, "data.random_replacement",
-           d.random_replacement, f"one of {masking.RANDOM_REPLACEMENTS}")
+  masking.MaskingConfig.from_config(d)   # the masking fields (typed, checked there)
   _require(0.0 < d.eval_fraction < 1.0, "data.eval_fraction", d.eval_fraction,
            "a fraction in (0, 1)")
   _require(bool(d.corpus), "data.corpus", d.corpus, "'embedded' or a file glob")

@@ -95,15 +95,15 @@ def test_prepare_with_static_jieba_masks_masks_whole_words(tmp_path):
       "--num_workers=1", "--dupe_factor=1"]))
   tok = wordpiece.WordPieceTokenizer.load(vocab)
   split = grain_loader.PreparedSplit(out)
-  kwargs = masking.masking_kwargs(tok, 0.15, 8, True, whole_word_segmenter="jieba")
-  batch = next(iter(grain_loader.GrainPretrainingLoader(split, 32, 0, kwargs)))
+  masker = masking.MaskingConfig(max_predictions_per_seq=8, whole_word_masking=True,
+                                 whole_word_segmenter="jieba").bind(tok)
+  batch = next(iter(grain_loader.GrainPretrainingLoader(split, 32, 0, masker)))
   assert masked_whole_words(batch, tok) > 10
 
 
-def test_segmenter_needs_whole_word_masking_and_a_known_name(tmp_path):
-  tok = wordpiece.WordPieceTokenizer.load(char_vocab(tmp_path / "vocab.txt")[0])
-  with pytest.raises(ValueError, match=r"whole_word_segmenter='jieba' needs "
-                     r"data.whole_word_masking=True"):
-    masking.masking_kwargs(tok, 0.15, 8, False, whole_word_segmenter="jieba")
+def test_segmenter_needs_whole_word_masking_and_a_known_name():
+  with pytest.raises(ValueError, match=r"config field data.whole_word_segmenter='jieba' "
+                     r"needs data.whole_word_masking=True"):
+    masking.MaskingConfig(whole_word_masking=False, whole_word_segmenter="jieba")
   with pytest.raises(ValueError, match=r"whole_word_segmenter='ltp' is not one of"):
-    masking.masking_kwargs(tok, 0.15, 8, True, whole_word_segmenter="ltp")
+    masking.MaskingConfig(whole_word_masking=True, whole_word_segmenter="ltp")

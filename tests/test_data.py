@@ -334,15 +334,15 @@ def _synthetic_examples():
   }
 
 
-MASK_KWARGS = {
-    "mask_id": tokenizers.MASK_ID, "vocab_size": LOADER_VOCAB, "first_normal_id": 5,
-    "special_ids": (0, 1, 2, 3, 4), "masked_lm_prob": 0.15, "max_predictions_per_seq": 6,
-    "word_start_table": np.random.default_rng(1).random(LOADER_VOCAB) < 0.6,
-}
+MASKER = masking.Masker(
+    masking.MaskingConfig(max_predictions_per_seq=6, whole_word_masking=True),
+    mask_id=tokenizers.MASK_ID, vocab_size=LOADER_VOCAB, first_normal_id=5,
+    special_ids=(0, 1, 2, 3, 4),
+    word_start_table=np.random.default_rng(1).random(LOADER_VOCAB) < 0.6)
 
 
 def _loader(**kwargs):
-  args = {"global_batch_size": 8, "seed": 7, "mask_kwargs": MASK_KWARGS, **kwargs}
+  args = {"global_batch_size": 8, "seed": 7, "masker": MASKER, **kwargs}
   return grain_loader.GrainPretrainingLoader(_synthetic_examples(), **args)
 
 
@@ -369,9 +369,10 @@ def test_loader_batches(tokenized, tokenizer):
   shuffled = np.concatenate([b["next_sentence_label"] for b in _take(iter(_loader()), 5)])
   assert sorted(shuffled) == sorted(examples["next_sentence_label"])
   # End to end with a real tokenizer and real examples.
-  kwargs = masking.masking_kwargs(tokenizer, 0.15, 10, whole_word_masking=True)
+  masker = masking.MaskingConfig(max_predictions_per_seq=10,
+                                 whole_word_masking=True).bind(tokenizer)
   real = grain_loader.GrainPretrainingLoader(_examples(tokenized), 16, seed=0,
-                                             mask_kwargs=kwargs)
+                                             masker=masker)
   batch = next(iter(real))
   assert (batch["masked_lm_weights"].sum(1) > 0).all()
 
@@ -431,11 +432,7 @@ def test_loader_errors():
     _loader(global_batch_size=7, process_count=2)
   with pytest.raises(ValueError, match="global_batch_size.*corpus too small for one batch of 64"):
     _loader(global_batch_size=64)
-  with pytest.raises(ValueError, match="mask_kwargs"):
-    _loader(mask_kwargs={"mask_id": 4})
-  with pytest.raises(ValueError, match="masking_budget"):
-    _loader(mask_kwargs={**MASK_KWARGS, "masking_budget": "all"})
   examples = _synthetic_examples()
   del examples["attention_mask"]
   with pytest.raises(ValueError, match="attention_mask"):
-    grain_loader.GrainPretrainingLoader(examples, 8, 7, MASK_KWARGS)
+    grain_loader.GrainPretrainingLoader(examples, 8, 7, MASKER)

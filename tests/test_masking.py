@@ -253,16 +253,16 @@ def original_masked_lm(tokens, masked_lm_prob, max_predictions_per_seq, vocab_si
   return output_tokens, sorted(masked)
 
 
-def _kwargs(vocab=VOCAB, **options):
-  return {"mask_id": MASK_ID, "vocab_size": vocab, "first_normal_id": FIRST_NORMAL,
-          "special_ids": (PAD, UNK, CLS, SEP, MASK_ID), "unk_id": UNK,
-          "masked_lm_prob": 0.15, "max_predictions_per_seq": 20, **options}
+def _masker(vocab=VOCAB, **options):
+  return masking.Masker(masking.MaskingConfig(**options), mask_id=MASK_ID,
+                        vocab_size=vocab, first_normal_id=FIRST_NORMAL,
+                        special_ids=(PAD, UNK, CLS, SEP, MASK_ID), unk_id=UNK)
 
 
 def _apply(ids, seed=0, **options):
   seeds = masking.example_seeds(seed, 0, np.arange(len(ids)))
   return masking.apply_masking(ids, (ids != PAD).astype(np.int32), seeds,
-                               _kwargs(vocab=options.pop("vocab", VOCAB), **options))
+                               _masker(vocab=options.pop("vocab", VOCAB), **options))
 
 
 def _unpadded(row):
@@ -330,8 +330,27 @@ def test_random_replacement_any_id_draws_the_whole_vocab_as_the_original():
   np.testing.assert_allclose(share, original_share, atol=0.03)
 
 
-def test_masking_options_are_checked():
-  with pytest.raises(ValueError, match="masking_budget"):
-    masking.check_mask_kwargs(_kwargs(masking_budget="tokens"))
-  with pytest.raises(ValueError, match="random_replacement"):
-    masking.check_mask_kwargs(_kwargs(random_replacement="all"))
+def test_masking_options_are_checked_once_naming_the_field():
+  for field, value, expected in (
+      ("masking_budget", "tokens", "expected one of"),
+      ("random_replacement", "all", "expected one of"),
+      ("masked_lm_prob", 1.5, "expected a probability in"),
+      ("max_predictions_per_seq", 0, "expected >= 1"),
+      ("max_predictions_per_seq", 2.0, "expected a int"),
+      ("mask_unk", "yes", "expected a bool")):
+    with pytest.raises(ValueError, match=f"config field data.{field}={value!r}: {expected}"):
+      masking.MaskingConfig(**{field: value})
+  # The data section of a config holds them (pretraining's checks call this).
+  from configs import pretrain  # pylint: disable=g-import-not-at-top
+  d = pretrain.get_config("tiny").data
+  assert masking.MaskingConfig.from_config(d).masked_lm_prob == d.masked_lm_prob
+  d.random_replacement = "everything"
+  with pytest.raises(ValueError, match="data.random_replacement='everything'"):
+    masking.MaskingConfig.from_config(d)
+  # Bound to a vocabulary: the ids are checked against it.
+  with pytest.raises(ValueError, match=r"mask_id=40: expected an id in \[0, vocab_size=30\)"):
+    masking.Masker(masking.MaskingConfig(), mask_id=40, vocab_size=30, first_normal_id=5,
+                   special_ids=(0, 1))
+  with pytest.raises(ValueError, match="data.mask_unk=True: the tokenizer has no"):
+    masking.Masker(masking.MaskingConfig(mask_unk=True), mask_id=4, vocab_size=30,
+                   first_normal_id=5, special_ids=(0, 1))

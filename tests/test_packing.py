@@ -246,11 +246,12 @@ def test_each_process_packs_its_own_rows():
   of its unpacked rows, so the global batch is built from process-local rows as before."""
   from bert_jax.data import grain_loader  # pylint: disable=g-import-not-at-top
   examples = short_examples()
-  mask_kwargs = {**SPECIAL, "masked_lm_prob": 0.15, "max_predictions_per_seq": 6}
+  from bert_jax.data import masking  # pylint: disable=g-import-not-at-top
+  masker = masking.Masker(masking.MaskingConfig(max_predictions_per_seq=6), **SPECIAL)
   for p in (0, 1):
     def batch(pack, p=p):
       return grain_loader.GrainPretrainingLoader(
-          examples, 8, seed=3, mask_kwargs=mask_kwargs, process_index=p,
+          examples, 8, seed=3, masker=masker, process_index=p,
           process_count=2, pack=pack).get_batch(0)
     unpacked, packed = batch(False), batch(True)
     assert packed["input_ids"].shape == (4, LENGTH)

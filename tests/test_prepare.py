@@ -50,12 +50,13 @@ def _decoded(directory, split="train"):
                               ps.static_predictions)
 
 
-def _mask_kwargs(max_predictions=10):
-  return masking.masking_kwargs(TOK, 0.15, max_predictions, whole_word_masking=True)
+def _masker(max_predictions=10):
+  return masking.MaskingConfig(max_predictions_per_seq=max_predictions,
+                               whole_word_masking=True).bind(TOK)
 
 
 def _loader(directory, split="train", **kwargs):
-  args = {"global_batch_size": 8, "seed": 3, "mask_kwargs": _mask_kwargs(), **kwargs}
+  args = {"global_batch_size": 8, "seed": 3, "masker": _masker(), **kwargs}
   return grain_loader.GrainPretrainingLoader(grain_loader.PreparedSplit(directory, split),
                                              **args)
 
@@ -144,7 +145,7 @@ def test_other_options_need_overwrite(corpus_glob, tmp_path):
   assert "masking_budget" not in manifest["options"]
   with pytest.raises(ValueError, match="differing: masking_budget.*--overwrite"):
     prepare.prepare(_args(corpus_glob, out, dupe_factor=3, masking_budget="all_tokens"))
-  with pytest.raises(ValueError, match="--random_replacement: expected one of"):
+  with pytest.raises(ValueError, match="--random_replacement='all': expected one of"):
     prepare.prepare(_args(corpus_glob, out, random_replacement="all"))
   assert prepare.read_manifest(out)["splits"]["train"]["examples"] == len(_decoded(out)[
       "input_ids"])
@@ -153,7 +154,7 @@ def test_other_options_need_overwrite(corpus_glob, tmp_path):
 def test_static_masking_and_sop(corpus_glob, tmp_path):
   out = str(tmp_path / "static")
   prepare.prepare(_args(corpus_glob, out, masking="static", objective="sop"))
-  batch = next(iter(_loader(out, mask_kwargs=_mask_kwargs(10))))
+  batch = next(iter(_loader(out, masker=_masker(10))))
   assert batch["masked_lm_weights"].sum(1).min() > 0
   rows, slots = np.nonzero(batch["masked_lm_weights"])
   at = batch["input_ids"][rows, batch["masked_lm_positions"][rows, slots]]
@@ -161,10 +162,10 @@ def test_static_masking_and_sop(corpus_glob, tmp_path):
   assert np.mean(at == TOK.mask_id) > 0.6 and (original != TOK.mask_id).all()
   # Static masks are the same every epoch: one batch per epoch, in record order.
   n = len(grain_loader.PreparedSplit(out))
-  ld = _loader(out, shuffle=False, global_batch_size=n, mask_kwargs=_mask_kwargs(10))
+  ld = _loader(out, shuffle=False, global_batch_size=n, masker=_masker(10))
   assert_same_batches([ld.get_batch(0)], [ld.get_batch(1)])
   with pytest.raises(ValueError, match="static masks of 10 predictions"):
-    _loader(out, mask_kwargs=_mask_kwargs(12))
+    _loader(out, masker=_masker(12))
 
 
 def test_trains_a_sentencepiece_tokenizer_when_none_is_given(corpus_glob, tmp_path):
@@ -176,8 +177,9 @@ def test_trains_a_sentencepiece_tokenizer_when_none_is_given(corpus_glob, tmp_pa
   assert manifest["tokenizer"]["vocab_size"] == 700
   split = grain_loader.PreparedSplit(out)
   tok = tokenizers.load_tokenizer(split.tokenizer_path)
-  kwargs = masking.masking_kwargs(tok, 0.15, 10, whole_word_masking=True)
-  batch = next(iter(grain_loader.GrainPretrainingLoader(split, 8, 0, kwargs)))
+  masker = masking.MaskingConfig(max_predictions_per_seq=10,
+                                 whole_word_masking=True).bind(tok)
+  batch = next(iter(grain_loader.GrainPretrainingLoader(split, 8, 0, masker)))
   assert batch["input_ids"].max() < 700 and (batch["input_ids"][:, 0] == tok.cls_id).all()
 
 
@@ -198,7 +200,7 @@ def test_in_memory_and_prepared_sources_give_the_same_batches(prepared):
   in_memory = _decoded(prepared)
   from_shards = _take(_loader(prepared, process_index=1, process_count=2), 4)
   from_memory = _take(grain_loader.GrainPretrainingLoader(
-      in_memory, 8, 3, _mask_kwargs(), process_index=1, process_count=2), 4)
+      in_memory, 8, 3, _masker(), process_index=1, process_count=2), 4)
   assert_same_batches(from_memory, from_shards)
 
 

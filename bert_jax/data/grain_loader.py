@@ -215,7 +215,7 @@ class GrainPretrainingLoader:
       prepared: Source | dict[str, np.ndarray],
       global_batch_size: int,
       seed: int,
-      mask_kwargs: dict[str, Any],
+      masker: masking.Masker,
       shuffle: bool = True,
       process_index: int = 0,
       process_count: int = 1,
@@ -230,7 +230,7 @@ class GrainPretrainingLoader:
         dict of arrays of ``pretraining.create_pretraining_examples``.
       global_batch_size: examples per step over all processes.
       seed: drives the order (seed < 2**32) and the dynamic masking.
-      mask_kwargs: ``masking.masking_kwargs``; under static masks only
+      masker: ``masking.MaskingConfig.bind(tokenizer)``; under static masks only its
         ``max_predictions_per_seq`` is used, and checked against the directory.
       shuffle: a new permutation every epoch, else record order.
       process_index, process_count: this process's rows of every batch.
@@ -243,7 +243,6 @@ class GrainPretrainingLoader:
     """
     if isinstance(prepared, dict):
       prepared = InMemoryExamples(prepared)
-    masking.check_mask_kwargs(mask_kwargs)
     if not 0 <= process_index < process_count:
       raise ValueError(f"process_index: expected a value in [0, process_count="
                        f"{process_count}), found {process_index}")
@@ -257,7 +256,7 @@ class GrainPretrainingLoader:
           f"use more text or lower train.global_batch_size")
     if not 0 <= seed < 2**32:
       raise ValueError(f"seed: expected a value in [0, 2**32), found {seed}")
-    self._max_predictions = int(mask_kwargs.get("max_predictions_per_seq", 20))
+    self._max_predictions = masker.max_predictions_per_seq
     static = prepared.static_predictions
     if static and static != self._max_predictions:
       raise ValueError(
@@ -269,8 +268,7 @@ class GrainPretrainingLoader:
     self._per_host = global_batch_size // process_count
     self._row_offset = process_index * self._per_host
     self._seed, self._shuffle, self._repeat = seed, shuffle, repeat
-    self._mask_kwargs = dict(mask_kwargs)
-    self._special = masking.special_table(mask_kwargs)
+    self._masker = masker
     self._read_options = grain.ReadOptions(num_threads=prefetch_threads,
                                            prefetch_buffer_size=prefetch_buffer_size)
     self._worker_count = worker_count
@@ -320,8 +318,7 @@ class GrainPretrainingLoader:
     if not self._prepared.static_predictions:
       out.update(masking.apply_masking(
           out["input_ids"], out["attention_mask"],
-          masking.example_seeds(self._seed, 0, positions), self._mask_kwargs,
-          self._special))
+          masking.example_seeds(self._seed, 0, positions), self._masker))
     out = {key: out[key] for key in BATCH_KEYS}
     return packing.pack_batch(out, self._max_predictions) if self._pack else out
 

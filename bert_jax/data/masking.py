@@ -17,9 +17,9 @@ dynamically (each time a batch is drawn) rather than baked into the examples:
     (the original skips only [CLS] and [SEP]; [PAD] and [MASK] never occur in its
     unpadded, unmasked tokens).
 
-``masking_kwargs`` (from a tokenizer and the config fields) and ``apply_masking``
-(a batch of examples and per-example seeds) are the entry point that the loader and
-static masking in ``prepare.py`` share.
+``MaskingConfig`` (the config fields, validated once), bound to a tokenizer's ids
+(``Masker``), and ``apply_masking`` (a batch of examples and per-example seeds) are the
+entry point that the loader and static masking in ``prepare.py`` share.
 
 A word is a maskable word-start token and the maskable non-start tokens after it;
 a maskable continuation token right after a non-maskable one (e.g. a segment that
@@ -33,7 +33,8 @@ the same property at ~25 us per row of Python overhead; the hash needs no loop.)
 """
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+import dataclasses
+from typing import Any, Mapping, NamedTuple
 
 import numpy as np
 
@@ -275,105 +276,137 @@ def mask_tokens(
 
 MASKING_BUDGETS = ("maskable", "all_tokens")
 RANDOM_REPLACEMENTS = ("normal_ids", "any_id")
-_REQUIRED_KWARGS = frozenset({"mask_id", "vocab_size", "first_normal_id", "special_ids"})
-_OPTIONAL_KWARGS = frozenset({"masked_lm_prob", "max_predictions_per_seq",
-                              "word_start_table", "masking_budget", "unk_id", "mask_unk",
-                              "random_replacement", "word_segmenter"})
 
 
-def masking_kwargs(tokenizer: Any, masked_lm_prob: float, max_predictions_per_seq: int,
-                   whole_word_masking: bool, masking_budget: str = "maskable",
-                   mask_unk: bool = False,
-                   random_replacement: str = "normal_ids",
-                   whole_word_segmenter: str = "none") -> dict[str, Any]:
-  """``mask_kwargs`` for ``apply_masking`` and the loader, from a tokenizer.
+@dataclasses.dataclass(frozen=True)
+class MaskingConfig:
+  """The masking fields of a config (``data.*``; ``prepare.py``'s flags of the same
+  names), typed and validated once when built; ``bind`` adds a tokenizer's ids.
 
   ``masking_budget``, ``mask_unk`` and ``random_replacement`` choose between this
   package's defaults and the original script's behaviour (module docstring).
-  ``whole_word_segmenter`` ('none' | 'jieba', ``segment.py``) groups CJK characters
-  into words for whole-word masking.
   """
-  if whole_word_segmenter != "none" and not whole_word_masking:
-    raise ValueError(f"config field data.whole_word_segmenter={whole_word_segmenter!r} "
-                     "needs data.whole_word_masking=True")
-  kwargs = {
-      "word_segmenter": segment.segmenter(whole_word_segmenter, tokenizer),
-      "mask_id": tokenizer.mask_id,
-      "vocab_size": tokenizer.vocab_size,
-      "first_normal_id": tokenizer.first_normal_id,
-      "special_ids": tuple(tokenizer.special_ids),
-      "unk_id": tokenizer.unk_id,
-      "masked_lm_prob": masked_lm_prob,
-      "max_predictions_per_seq": max_predictions_per_seq,
-      "word_start_table": tokenizer.word_start_table if whole_word_masking else None,
-      "masking_budget": masking_budget,
-      "mask_unk": mask_unk,
-      "random_replacement": random_replacement,
-  }
-  check_mask_kwargs(kwargs)
-  return kwargs
+  masked_lm_prob: float = 0.15
+  max_predictions_per_seq: int = 20
+  whole_word_masking: bool = False
+  masking_budget: str = "maskable"        # MASKING_BUDGETS
+  mask_unk: bool = False                  # [UNK] maskable, as the original
+  random_replacement: str = "normal_ids"  # RANDOM_REPLACEMENTS
+  whole_word_segmenter: str = "none"      # none | jieba: CJK words (segment.py)
+  # How an error names a field: 'config field data.' (a config) or '--' (prepare.py).
+  where: dataclasses.InitVar[str] = "config field data."
+
+  def __post_init__(self, where: str):
+    def require(ok, name, expected):
+      if not ok:
+        sep = " " if expected.startswith(("is ", "needs ")) else ": expected "
+        raise ValueError(f"{where}{name}={getattr(self, name)!r}{sep}{expected}")
+    for name, kind in (("masked_lm_prob", float), ("max_predictions_per_seq", int),
+                       ("whole_word_masking", bool), ("mask_unk", bool)):
+      value = getattr(self, name)
+      if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        object.__setattr__(self, name, float(value))
+      else:
+        require(isinstance(value, kind) and (kind is bool or not isinstance(value, bool)),
+                name, f"a {kind.__name__}")
+    require(0.0 < self.masked_lm_prob < 1.0, "masked_lm_prob", "a probability in (0, 1)")
+    require(self.max_predictions_per_seq >= 1, "max_predictions_per_seq", ">= 1")
+    require(self.masking_budget in MASKING_BUDGETS, "masking_budget",
+            f"one of {MASKING_BUDGETS}")
+    require(self.random_replacement in RANDOM_REPLACEMENTS, "random_replacement",
+            f"one of {RANDOM_REPLACEMENTS}")
+    require(self.whole_word_segmenter in segment.SEGMENTERS, "whole_word_segmenter",
+            f"is not one of {segment.SEGMENTERS}")
+    require(self.whole_word_segmenter == "none" or self.whole_word_masking,
+            "whole_word_segmenter", f"needs {where.split()[-1]}whole_word_masking=True")
+
+  @classmethod
+  def from_config(cls, data, where: str = "config field data.") -> "MaskingConfig":
+    """The fields of this class from ``data`` (a config's ``data`` section, or any
+    object or mapping holding them)."""
+    get = data.get if isinstance(data, Mapping) else lambda k: getattr(data, k)
+    return cls(**{f.name: get(f.name) for f in dataclasses.fields(cls)}, where=where)
+
+  def replace(self, **changes) -> "MaskingConfig":
+    return dataclasses.replace(self, **changes)
+
+  def bind(self, tokenizer: Any) -> "Masker":
+    """These options with ``tokenizer``'s ids (its [MASK], specials, word starts)."""
+    return Masker(
+        self, mask_id=tokenizer.mask_id, vocab_size=tokenizer.vocab_size,
+        first_normal_id=tokenizer.first_normal_id,
+        special_ids=tuple(tokenizer.special_ids), unk_id=tokenizer.unk_id,
+        word_start_table=(tokenizer.word_start_table if self.whole_word_masking
+                          else None),
+        word_segmenter=segment.segmenter(self.whole_word_segmenter, tokenizer))
 
 
-def check_mask_kwargs(mask_kwargs: dict[str, Any]) -> None:
-  """Errors on missing or unknown keys and bad option values."""
-  missing = _REQUIRED_KWARGS - set(mask_kwargs)
-  unknown = set(mask_kwargs) - _REQUIRED_KWARGS - _OPTIONAL_KWARGS
-  if missing or unknown:
-    raise ValueError(f"mask_kwargs: missing {sorted(missing)}, unknown {sorted(unknown)}; "
-                     f"expected {sorted(_REQUIRED_KWARGS | _OPTIONAL_KWARGS)}")
-  for name, allowed in (("masking_budget", MASKING_BUDGETS),
-                        ("random_replacement", RANDOM_REPLACEMENTS)):
-    if mask_kwargs.get(name, allowed[0]) not in allowed:
-      raise ValueError(f"{name}: expected one of {allowed}, found {mask_kwargs[name]!r}")
-  if mask_kwargs.get("mask_unk") and "unk_id" not in mask_kwargs:
-    raise ValueError("mask_kwargs: mask_unk=True needs 'unk_id'")
-  table = mask_kwargs.get("word_start_table")
-  if table is not None and np.shape(table) != (mask_kwargs["vocab_size"],):
-    raise ValueError(f"mask_kwargs['word_start_table']: expected shape "
-                     f"({mask_kwargs['vocab_size']},), found {np.shape(table)}")
+@dataclasses.dataclass(frozen=True, eq=False)
+class Masker:
+  """A ``MaskingConfig`` bound to a vocabulary: what ``apply_masking`` draws with. The
+  loader and static masking in ``prepare.py`` share it; it pickles into grain workers."""
+  options: MaskingConfig
+  mask_id: int
+  vocab_size: int
+  first_normal_id: int             # random replacements start here ('normal_ids')
+  special_ids: tuple[int, ...]     # never masked ([UNK] too unless options.mask_unk)
+  unk_id: int | None = None
+  word_start_table: np.ndarray | None = None   # [vocab] bool (whole-word masking)
+  word_segmenter: Any = None       # segment.py's JiebaWords, or None
+  special: np.ndarray = dataclasses.field(init=False, repr=False)  # [vocab] bool, derived
 
+  def __post_init__(self):
+    object.__setattr__(self, "special_ids", tuple(int(i) for i in self.special_ids))
+    for name in ("mask_id", "first_normal_id") + (("unk_id",) if self.unk_id is not None
+                                                  else ()):
+      if not 0 <= getattr(self, name) < self.vocab_size:
+        raise ValueError(f"the tokenizer's {name}={getattr(self, name)}: expected an id in "
+                         f"[0, vocab_size={self.vocab_size})")
+    if self.options.mask_unk and self.unk_id is None:
+      raise ValueError("data.mask_unk=True: the tokenizer has no [UNK] id")
+    table = self.word_start_table
+    if table is not None and np.shape(table) != (self.vocab_size,):
+      raise ValueError(f"word_start_table: expected shape ({self.vocab_size},) like the "
+                       f"vocab, found {np.shape(table)}")
+    special = np.zeros(self.vocab_size, dtype=bool)
+    special[list(self.special_ids)] = True
+    if self.options.mask_unk:
+      special[self.unk_id] = False
+    object.__setattr__(self, "special", special)
 
-def special_table(mask_kwargs: dict[str, Any]) -> np.ndarray:
-  """[vocab] bool: True at the ids never masked (``special_ids``, less ``[UNK]`` when
-  ``mask_unk``)."""
-  table = np.zeros(mask_kwargs["vocab_size"], dtype=bool)
-  table[list(mask_kwargs["special_ids"])] = True
-  if mask_kwargs.get("mask_unk"):
-    table[mask_kwargs["unk_id"]] = False
-  return table
+  @property
+  def max_predictions_per_seq(self) -> int:
+    return self.options.max_predictions_per_seq
 
 
 def apply_masking(input_ids: np.ndarray, attention_mask: np.ndarray, seeds: np.ndarray,
-                  mask_kwargs: dict[str, Any],
-                  special: np.ndarray | None = None) -> dict[str, np.ndarray]:
+                  masker: Masker) -> dict[str, np.ndarray]:
   """Masks [B, L] rows, row b with randomness from ``seeds[b]`` alone.
 
   Args:
     input_ids, attention_mask: [B, L] examples.
     seeds: [B] per-example seeds (``example_seeds``).
-    mask_kwargs: see ``masking_kwargs``.
-    special: ``special_table(mask_kwargs)``, passed in to save rebuilding it.
+    masker: the options and the vocabulary's ids (``MaskingConfig.bind``).
 
   Returns:
     ``mask_tokens`` output: ``input_ids`` and ``masked_lm_*`` arrays.
   """
-  kwargs = {k: mask_kwargs[k] for k in ("mask_id", "vocab_size", "masked_lm_prob",
-                                        "max_predictions_per_seq") if k in mask_kwargs}
-  table = mask_kwargs.get("word_start_table")
+  options, table = masker.options, masker.word_start_table
   word_start = None if table is None else np.asarray(table)[input_ids]
-  if mask_kwargs.get("word_segmenter") is not None:
-    word_start = mask_kwargs["word_segmenter"].word_starts(input_ids, word_start)
-  special = special_table(mask_kwargs) if special is None else special
-  first_id = (mask_kwargs["first_normal_id"]
-              if mask_kwargs.get("random_replacement", "normal_ids") == "normal_ids" else 0)
+  if masker.word_segmenter is not None:
+    word_start = masker.word_segmenter.word_starts(input_ids, word_start)
+  first_id = masker.first_normal_id if options.random_replacement == "normal_ids" else 0
   in_sequence = np.asarray(attention_mask) != 0
-  rand = draw_masking_randomness(seeds, input_ids.shape[1], kwargs["vocab_size"], first_id)
+  rand = draw_masking_randomness(seeds, input_ids.shape[1], masker.vocab_size, first_id)
   return mask_tokens(
       input_ids,
-      maskable=~special[input_ids] & in_sequence,
+      maskable=~masker.special[input_ids] & in_sequence,
       word_start=word_start,
       rand=rand,
+      mask_id=masker.mask_id,
+      vocab_size=masker.vocab_size,
       first_normal_id=first_id,
+      masked_lm_prob=options.masked_lm_prob,
+      max_predictions_per_seq=options.max_predictions_per_seq,
       num_tokens=(in_sequence.sum(axis=1)
-                  if mask_kwargs.get("masking_budget") == "all_tokens" else None),
-      **kwargs)
+                  if options.masking_budget == "all_tokens" else None))

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from bert_jax import storage
-from bert_jax.data import masking, pretraining, records, segment, tokenizers
+from bert_jax.data import masking, pretraining, records, tokenizers
 
 SHARD_SUFFIX = ".arrayrecord"
 SPLITS = ("train", "eval")
@@ -55,14 +55,7 @@ class Options:
                        f"found {self.objective!r}")
     if self.masking not in ("dynamic", "static"):
       raise ValueError(f"--masking: expected 'dynamic' or 'static', found {self.masking!r}")
-    if self.whole_word_segmenter != "none" and not self.whole_word_masking:
-      raise ValueError(f"--whole_word_segmenter={self.whole_word_segmenter!r} needs "
-                       "--whole_word_masking=true")
-    for name, allowed in (("masking_budget", masking.MASKING_BUDGETS),
-                          ("random_replacement", masking.RANDOM_REPLACEMENTS),
-                          ("whole_word_segmenter", segment.SEGMENTERS)):
-      if getattr(self, name) not in allowed:
-        raise ValueError(f"--{name}: expected one of {allowed}, found {getattr(self, name)!r}")
+    masking.MaskingConfig.from_config(self, where="--")   # the masking flags
     if self.docs_per_shard < 2:
       raise ValueError(f"--docs_per_shard: expected >= 2, found {self.docs_per_shard}")
     if not 0.0 <= self.eval_fraction < 1.0:
@@ -82,10 +75,8 @@ _WORKER: dict[str, Any] = {}
 
 def init_worker(tokenizer_path: str, lowercase: bool | None, options: Options) -> None:
   tok = tokenizers.load_tokenizer(tokenizer_path, lowercase=lowercase)
-  _WORKER.update(tokenizer=tok, options=options, mask_kwargs=masking.masking_kwargs(
-      tok, options.masked_lm_prob, options.max_predictions_per_seq,
-      options.whole_word_masking, options.masking_budget, options.mask_unk,
-      options.random_replacement, options.whole_word_segmenter))
+  _WORKER.update(tokenizer=tok, options=options,
+                 masker=masking.MaskingConfig.from_config(options, where="--").bind(tok))
 
 
 def _tokenize(documents: Sequence[Sequence[str]], tok) -> pretraining.TokenizedCorpus:
@@ -106,7 +97,7 @@ def _static_masks(pairs, tok, options: Options, seed_key: int) -> list[dict[str,
       pairs, options.max_seq_length, tok.cls_id, tok.sep_id, tok.pad_id)
   seeds = masking.example_seeds(options.seed, seed_key, np.arange(len(pairs)))
   return masking.apply_masking(packed["input_ids"], packed["attention_mask"], seeds,
-                              _WORKER["mask_kwargs"])
+                              _WORKER["masker"])
 
 
 def _write_shard(path: str, pairs, tok, options: Options, seed_key: int) -> int:

@@ -157,18 +157,15 @@ def make_loader(examples, data: PretrainingData, config, *, seed: int, shuffle: 
   """The grain loader over in-memory examples (dict of arrays), a prepared split, or
   phases of prepared splits; `data.packing` packs each batch's rows (`packing.py`)."""
   d = config.data
+  options = masking.MaskingConfig.from_config(d)
 
   def loader(split, max_predictions):
     return grain_loader.GrainPretrainingLoader(
         split, config.train.global_batch_size, seed=seed, shuffle=shuffle,
         process_index=jax.process_index(), process_count=jax.process_count(),
         repeat=repeat, prefetch_threads=d.loader_prefetch_threads,
-        mask_kwargs=masking.masking_kwargs(
-            data.tokenizer, masked_lm_prob=d.masked_lm_prob,
-            max_predictions_per_seq=max_predictions,
-            whole_word_masking=d.whole_word_masking, masking_budget=d.masking_budget,
-            mask_unk=d.mask_unk, random_replacement=d.random_replacement,
-            whole_word_segmenter=d.whole_word_segmenter),
+        masker=options.replace(max_predictions_per_seq=max_predictions).bind(
+            data.tokenizer),
         pack=d.get("packing", False))
 
   if isinstance(examples, grain_loader.PhasedSplits):
